@@ -1,0 +1,471 @@
+//! Job files: one DAG per file. Parsing validates every key, resolves the
+//! DAG's edges (from `depends_on`, load inputs and the tables SQL reads) and
+//! renders every template once with a sample run, so that a job which loads
+//! is a job that can run.
+
+use super::task::{TaskDefaults, TaskKind, duration_or, parse_task};
+use super::{Task, deserialize_at, read_toml};
+use crate::dag::{Dag, DagError};
+use crate::error::{ConfigError, Error, Result};
+use crate::schedule::Schedule;
+use crate::template::RunContext;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: Option<String>,
+    description: Option<String>,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    catchup: Option<bool>,
+    max_active_runs: Option<u32>,
+    sla: Option<String>,
+    retries: Option<u32>,
+    retry_delay: Option<String>,
+    max_retry_delay: Option<String>,
+    timeout: Option<String>,
+    #[serde(default)]
+    params: toml::Table,
+    #[serde(default)]
+    tasks: toml::Table,
+}
+
+/// A validated job: its tasks and their DAG.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub file: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub schedule: Option<Schedule>,
+    pub timezone: Tz,
+    pub start: Option<DateTime<Tz>>,
+    pub end: Option<DateTime<Tz>>,
+    pub catchup: bool,
+    pub max_active_runs: u32,
+    pub sla: Option<Duration>,
+    pub params: serde_json::Value,
+    /// Tasks in file order.
+    pub tasks: Vec<Task>,
+    pub dag: Dag,
+}
+
+impl Job {
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+
+    /// The data interval whose logical date falls on `date` (in the job's
+    /// timezone): it starts at the first schedule tick on that day and ends
+    /// at the next tick. A job without a schedule, or whose schedule does
+    /// not tick that day, gets the whole day.
+    pub fn interval_for_date(&self, date: NaiveDate) -> (DateTime<Tz>, DateTime<Tz>) {
+        let midnight = |d: NaiveDate| {
+            let naive = d.and_hms_opt(0, 0, 0).expect("midnight exists");
+            self.timezone
+                .from_local_datetime(&naive)
+                .earliest()
+                .unwrap_or_else(|| self.timezone.from_utc_datetime(&naive))
+        };
+        let day_start = midnight(date);
+        let day_end = midnight(date.succ_opt().unwrap_or(date));
+        if let Some(schedule) = &self.schedule {
+            let just_before = day_start - chrono::Duration::seconds(1);
+            if let Some(tick) = schedule.next_after(&just_before).filter(|t| *t < day_end)
+                && let Some(next) = schedule.next_after(&tick)
+            {
+                return (tick, next);
+            }
+        }
+        (day_start, day_end)
+    }
+
+    /// The context a manual run for `date` renders its templates with.
+    pub fn manual_context(&self, date: NaiveDate) -> RunContext {
+        let (start, end) = self.interval_for_date(date);
+        RunContext {
+            run_id: format!(
+                "manual__{}",
+                start.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+            ),
+            data_interval_start: start,
+            data_interval_end: end,
+            params: self.params.clone(),
+        }
+    }
+}
+
+/// Reads and validates one job file.
+pub fn load_job(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_job(&text, path, env)
+}
+
+/// Reads every `*.toml` job in `dir`, in name order. Returns the jobs that
+/// are valid and the errors of those that are not; two files naming the
+/// same job is an error.
+pub fn load_jobs_dir(
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<Job>, Vec<Error>)> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match load_job(&file, env) {
+            Ok(job) => {
+                if let Some(other) = jobs.iter().find(|j| j.name == job.name) {
+                    errors.push(Error::config(
+                        &file,
+                        "name",
+                        format!(
+                            "job \"{}\" is already defined in {}",
+                            job.name,
+                            other.file.display()
+                        ),
+                    ));
+                } else {
+                    jobs.push(job);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((jobs, errors))
+}
+
+/// Parses job file text; `file` names it in errors and locates `.sql` files.
+pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
+    let value = read_toml(text, file, env).map_err(Error::Config)?;
+    let raw: RawJob = deserialize_at(value, file, "").map_err(|e| Error::Config(vec![e]))?;
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let err = |key: &str, m: String| ConfigError::new(file, key, m);
+
+    let name = raw.name.clone().unwrap_or_else(|| {
+        file.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        errors.push(err(
+            "name",
+            format!("job name \"{name}\" may hold only letters, digits, _, - and ."),
+        ));
+    }
+    let timezone: Tz = match raw.timezone.as_deref().unwrap_or("UTC").parse() {
+        Ok(tz) => tz,
+        Err(_) => {
+            errors.push(err(
+                "timezone",
+                format!(
+                    "unknown timezone \"{}\"; expected an IANA name such as UTC or Asia/Seoul",
+                    raw.timezone.as_deref().unwrap_or_default()
+                ),
+            ));
+            Tz::UTC
+        }
+    };
+    let schedule = raw.schedule.as_deref().and_then(|s| {
+        Schedule::parse(s)
+            .map_err(|m| errors.push(err("schedule", m)))
+            .ok()
+    });
+    let mut moment = |key: &str, text: Option<&str>| {
+        text.and_then(|t| match parse_moment(t, timezone) {
+            Some(m) => Some(m),
+            None => {
+                errors.push(err(
+                    key,
+                    format!("invalid date \"{t}\"; expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS"),
+                ));
+                None
+            }
+        })
+    };
+    let start = moment("start", raw.start.as_deref());
+    let end = moment("end", raw.end.as_deref());
+    let sla = raw.sla.as_deref().and_then(|s| {
+        crate::units::parse_duration(s)
+            .map_err(|m| errors.push(err("sla", m)))
+            .ok()
+    });
+    let timeout = raw.timeout.as_deref().and_then(|s| {
+        crate::units::parse_duration(s)
+            .map_err(|m| errors.push(err("timeout", m)))
+            .ok()
+    });
+    let defaults = TaskDefaults {
+        retries: raw.retries.unwrap_or(0),
+        retry_delay: duration_or(
+            raw.retry_delay.as_deref(),
+            Duration::from_secs(30),
+            "retry_delay",
+            file,
+            &mut errors,
+        )
+        .unwrap_or_default(),
+        max_retry_delay: duration_or(
+            raw.max_retry_delay.as_deref(),
+            Duration::from_secs(3600),
+            "max_retry_delay",
+            file,
+            &mut errors,
+        )
+        .unwrap_or_default(),
+        timeout,
+    };
+    let max_active_runs = raw.max_active_runs.unwrap_or(16);
+    if max_active_runs == 0 {
+        errors.push(err("max_active_runs", "must be at least 1".into()));
+    }
+    let params = serde_json::to_value(&raw.params).unwrap_or(serde_json::Value::Null);
+    if raw.tasks.is_empty() {
+        errors.push(err(
+            "tasks",
+            "a job needs at least one task, e.g. [tasks.hits]".into(),
+        ));
+    }
+
+    let job_dir = file.parent().unwrap_or(Path::new("."));
+    let mut tasks = Vec::new();
+    for (id, value) in raw.tasks {
+        if let Some(task) = parse_task(&id, value, file, job_dir, &defaults, &mut errors) {
+            tasks.push(task);
+        }
+    }
+
+    let mut job = Job {
+        file: file.to_path_buf(),
+        name,
+        description: raw.description,
+        schedule,
+        timezone,
+        start,
+        end,
+        catchup: raw.catchup.unwrap_or(false),
+        max_active_runs,
+        sla,
+        params,
+        tasks,
+        dag: Dag::default(),
+    };
+    // Templates are rendered once with a sample run so that syntax errors
+    // and unknown variables show at load time, not at 2am.
+    let sample = job.manual_context(
+        job.start
+            .map(|s| s.date_naive())
+            .unwrap_or(NaiveDate::from_ymd_opt(2000, 1, 1).expect("date")),
+    );
+    let ids: Vec<String> = job.tasks.iter().map(|t| t.id.clone()).collect();
+    let mut nodes = Vec::new();
+    for task in &job.tasks {
+        let base = format!("tasks.{}", task.id);
+        let mut ups: Vec<String> = Vec::new();
+        for d in &task.depends_on {
+            if ids.contains(d) {
+                ups.push(d.clone());
+            } else {
+                errors.push(err(&format!("{base}.depends_on"), unknown_task(d, &ids)));
+            }
+        }
+        let render = |key: &str, t: &str, errors: &mut Vec<ConfigError>| -> Option<String> {
+            sample
+                .render(t, "")
+                .map_err(|e| {
+                    let message = match e {
+                        Error::Template { message, .. } => format!("template error: {message}"),
+                        other => other.to_string(),
+                    };
+                    errors.push(err(&format!("{base}.{key}"), message))
+                })
+                .ok()
+        };
+        let sql_upstreams =
+            |key: &str, sql: &str, errors: &mut Vec<ConfigError>, ups: &mut Vec<String>| {
+                if let Some(rendered) = render(key, sql, errors) {
+                    match crate::sql_refs::tables(&rendered) {
+                        Ok(tables) => {
+                            for t in tables {
+                                if let Some(id) = ids.iter().find(|id| id.eq_ignore_ascii_case(&t))
+                                {
+                                    ups.push(id.clone());
+                                }
+                            }
+                        }
+                        Err(m) => errors.push(err(&format!("{base}.{key}"), m)),
+                    }
+                }
+            };
+        match &task.kind {
+            TaskKind::Extract(super::Extract::Logs(l)) => {
+                render("path", &l.path, &mut errors);
+            }
+            TaskKind::Transform(t) => sql_upstreams("transform", &t.sql, &mut errors, &mut ups),
+            TaskKind::Check(c) => sql_upstreams("check", &c.sql, &mut errors, &mut ups),
+            TaskKind::Load(l) => {
+                let input = l.input();
+                if ids.iter().any(|i| i == input) {
+                    ups.push(input.to_string());
+                } else {
+                    errors.push(err(&format!("{base}.input"), unknown_task(input, &ids)));
+                }
+                let super::Load::Parquet(p) = l;
+                render("url", &p.url, &mut errors);
+            }
+            TaskKind::Sensor(s) => {
+                let super::SensorKind::ObjectExists { url, .. } = &s.kind;
+                render("url", url, &mut errors);
+            }
+        }
+        nodes.push((task.id.clone(), ups));
+    }
+    if errors.is_empty() {
+        match Dag::build(&nodes) {
+            Ok(dag) => job.dag = dag,
+            Err(e @ DagError::Cycle(_)) => errors.push(err("tasks", e.to_string())),
+            Err(e) => errors.push(err("tasks", e.to_string())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(job)
+    } else {
+        Err(Error::Config(errors))
+    }
+}
+
+fn unknown_task(name: &str, ids: &[String]) -> String {
+    format!(
+        "unknown upstream task \"{name}\"; tasks in this job: {}",
+        ids.join(", ")
+    )
+}
+
+fn parse_moment(text: &str, tz: Tz) -> Option<DateTime<Tz>> {
+    let naive = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .or_else(|| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok())
+        .or_else(|| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok())?;
+    tz.from_local_datetime(&naive).earliest()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Job> {
+        parse_job(text, Path::new("configs/jobs/x.toml"), &|_| None)
+    }
+
+    const GOOD: &str = r#"
+schedule = "0 2 * * *"
+timezone = "Asia/Seoul"
+[tasks.hits]
+extract = "logs"
+path = "data/access-{{ ds_nodash }}.log"
+format = "nginx_combined"
+[tasks.daily]
+transform = "SELECT count(*) AS n FROM hits"
+[tasks.publish]
+load = "parquet"
+input = "daily"
+url = "file:///tmp/out/"
+"#;
+
+    #[test]
+    fn edges_come_from_sql_and_inputs() {
+        let job = parse(GOOD).unwrap();
+        assert_eq!(job.name, "x");
+        assert_eq!(job.dag.upstream["daily"], vec!["hits"]);
+        assert_eq!(job.dag.upstream["publish"], vec!["daily"]);
+        assert_eq!(job.dag.order, vec!["hits", "daily", "publish"]);
+    }
+
+    #[test]
+    fn interval_for_a_date_uses_the_schedule() {
+        let job = parse(GOOD).unwrap();
+        let ctx = job.manual_context(NaiveDate::from_ymd_opt(2026, 11, 24).unwrap());
+        assert_eq!(
+            ctx.render("{{ ts }}|{{ data_interval_end }}", "t").unwrap(),
+            "2026-11-24T02:00:00+09:00|2026-11-25T02:00:00+09:00"
+        );
+    }
+
+    #[test]
+    fn unknown_format_lists_valid_ones() {
+        let err = parse(&GOOD.replace("nginx_combined", "nginx")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configs/jobs/x.toml: tasks.hits.format: unknown format \"nginx\"; expected one of jsonl, csv, nginx_combined, apache_combined, regex"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let err = parse(&GOOD.replace("format =", "fromat =")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("configs/jobs/x.toml: tasks.hits.fromat: unknown key; expected one of"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn key_of_another_kind_is_refused() {
+        let err = parse(&GOOD.replace(
+            "transform = \"SELECT count(*) AS n FROM hits\"",
+            "transform = \"SELECT 1 FROM hits\"\nformat = \"csv\"",
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("tasks.daily.format: unknown key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cycle_and_unknown_upstream() {
+        let cyc = GOOD.replace("FROM hits", "FROM publish");
+        let err = parse(&cyc).unwrap_err().to_string();
+        assert!(err.contains("configs/jobs/x.toml: tasks: cycle: "), "{err}");
+        let unknown = GOOD.replace("input = \"daily\"", "input = \"dayly\"");
+        let err = parse(&unknown).unwrap_err().to_string();
+        assert!(
+            err.contains("tasks.publish.input: unknown upstream task \"dayly\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_template_and_cron_are_reported_together() {
+        let bad = GOOD
+            .replace("{{ ds_nodash }}", "{{ ds_nodsh }}")
+            .replace("0 2 * * *", "0 25 * * *");
+        let err = parse(&bad).unwrap_err();
+        let errors = err.config_errors();
+        assert_eq!(errors.len(), 2, "{err}");
+        assert_eq!(errors[0].key, "schedule");
+        assert_eq!(errors[1].key, "tasks.hits.path");
+    }
+}

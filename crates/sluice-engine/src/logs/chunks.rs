@@ -1,0 +1,260 @@
+//! Reads files (local or object store, plain, gzip or zstd) on a thread of
+//! its own and cuts them into [`Chunk`]s that end on a record boundary, so
+//! that chunks can be parsed independently and in parallel.
+
+use super::Chunk;
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::io::Read;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Bytes read before a chunk is cut.
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// A record longer than this ends the file's reading with an error.
+const MAX_RECORD_BYTES: usize = 1 << 30;
+
+/// One input file.
+#[derive(Clone)]
+pub struct InputFile {
+    /// The path or URL shown in messages.
+    pub display: Arc<str>,
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    /// Set for local files, which are read directly.
+    pub local: Option<std::path::PathBuf>,
+    pub size: u64,
+}
+
+/// How records end.
+#[derive(Debug, Clone, Copy)]
+pub enum Boundary {
+    /// At every newline.
+    Newline,
+    /// At newlines outside double quotes (CSV).
+    QuotedNewline,
+}
+
+impl Boundary {
+    /// The end (exclusive) of the last whole record in `buf`.
+    fn last(self, buf: &[u8]) -> Option<usize> {
+        match self {
+            Boundary::Newline => memchr::memrchr(b'\n', buf).map(|i| i + 1),
+            Boundary::QuotedNewline => {
+                let mut in_quotes = false;
+                let mut last = None;
+                for i in memchr::memchr2_iter(b'"', b'\n', buf) {
+                    if buf[i] == b'"' {
+                        in_quotes = !in_quotes;
+                    } else if !in_quotes {
+                        last = Some(i + 1);
+                    }
+                }
+                last
+            }
+        }
+    }
+}
+
+/// Starts the reader thread. It stops at the end of the files, at the
+/// first error (sent down the channel), or when the receiver is dropped.
+pub fn spawn_reader(
+    files: Vec<InputFile>,
+    boundary: Boundary,
+    capacity: usize,
+) -> (mpsc::Receiver<Result<Chunk>>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let handle = tokio::runtime::Handle::current();
+    let thread = std::thread::Builder::new()
+        .name("sluice-reader".into())
+        .spawn(move || {
+            for file in files {
+                let result =
+                    open(&file, &handle).and_then(|reader| cut(reader, &file, boundary, &tx));
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("spawn reader thread");
+    (rx, thread)
+}
+
+fn open(file: &InputFile, handle: &tokio::runtime::Handle) -> Result<Box<dyn Read + Send>> {
+    let raw: Box<dyn Read + Send> = match &file.local {
+        Some(path) => Box::new(std::fs::File::open(path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?),
+        None => {
+            let get = handle
+                .block_on(file.store.get(&file.path))
+                .map_err(|e| Error::store(format!("reading {}", file.display), e))?;
+            Box::new(StreamReader {
+                handle: handle.clone(),
+                stream: get.into_stream(),
+                current: Bytes::new(),
+                display: file.display.clone(),
+            })
+        }
+    };
+    let name = file.path.as_ref();
+    Ok(if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(
+            std::io::BufReader::with_capacity(1 << 16, raw),
+        ))
+    } else if name.ends_with(".zst") || name.ends_with(".zstd") {
+        Box::new(
+            zstd::stream::read::Decoder::new(raw).map_err(|source| Error::Io {
+                path: file.display.to_string().into(),
+                source,
+            })?,
+        )
+    } else {
+        raw
+    })
+}
+
+/// Cuts one file into chunks. Returns false when the receiver is gone.
+fn cut(
+    mut reader: Box<dyn Read + Send>,
+    file: &InputFile,
+    boundary: Boundary,
+    tx: &mpsc::Sender<Result<Chunk>>,
+) -> Result<bool> {
+    let io_err = |source| Error::Io {
+        path: file.display.to_string().into(),
+        source,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + (64 << 10));
+    let mut line = 1u64;
+    let mut target = CHUNK_BYTES;
+    loop {
+        let mut eof = false;
+        while buf.len() < target {
+            let len = buf.len();
+            buf.resize(target.max(len + (64 << 10)), 0);
+            match reader.read(&mut buf[len..]) {
+                Ok(0) => {
+                    buf.truncate(len);
+                    eof = true;
+                    break;
+                }
+                Ok(n) => buf.truncate(len + n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        let end = if eof {
+            if buf.is_empty() {
+                return Ok(true);
+            }
+            if buf.last() != Some(&b'\n') {
+                buf.push(b'\n');
+            }
+            buf.len()
+        } else {
+            match boundary.last(&buf) {
+                Some(end) => end,
+                None => {
+                    if buf.len() >= MAX_RECORD_BYTES {
+                        return Err(Error::BadRecord {
+                            file: file.display.to_string(),
+                            line,
+                            message: format!("record longer than {MAX_RECORD_BYTES} bytes"),
+                        });
+                    }
+                    // One record fills the buffer: read on until it ends.
+                    target = buf.len() * 2;
+                    continue;
+                }
+            }
+        };
+        target = CHUNK_BYTES;
+        let rest = buf.split_off(end);
+        let data = std::mem::replace(&mut buf, rest);
+        buf.reserve(CHUNK_BYTES + (64 << 10));
+        let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
+        let chunk = Chunk {
+            file: file.display.clone(),
+            first_line: line,
+            data: Bytes::from(data),
+        };
+        line += lines;
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            return Ok(false);
+        }
+        if eof {
+            return Ok(true);
+        }
+    }
+}
+
+/// A blocking `Read` over an object store download, for the reader thread.
+struct StreamReader {
+    handle: tokio::runtime::Handle,
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    current: Bytes,
+    display: Arc<str>,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => {
+                    return Err(std::io::Error::other(format!(
+                        "reading {}: {e}",
+                        self.display
+                    )));
+                }
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Up to `limit` decompressed bytes from the start of `file`, cut at the
+/// last newline; for schema inference. Call from a blocking thread.
+pub fn read_sample(file: &InputFile, limit: usize) -> Result<Vec<u8>> {
+    let handle = tokio::runtime::Handle::current();
+    let mut reader = open(file, &handle)?.take(limit as u64);
+    let mut buf = Vec::new();
+    reader.read_to_end(&mut buf).map_err(|source| Error::Io {
+        path: file.display.to_string().into(),
+        source,
+    })?;
+    if buf.len() == limit
+        && let Some(end) = memchr::memrchr(b'\n', &buf)
+    {
+        buf.truncate(end + 1);
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_newlines_do_not_end_records() {
+        let b = Boundary::QuotedNewline;
+        assert_eq!(b.last(b"a,\"x\ny\"\nb,c"), Some(8));
+        assert_eq!(b.last(b"a,\"x\ny"), None);
+        assert_eq!(Boundary::Newline.last(b"a\nb"), Some(2));
+    }
+}

@@ -1,0 +1,526 @@
+//! One run of a job: tasks in dependency order, independent ones at the
+//! same time (up to `workers`). A load whose input feeds nothing else is
+//! fused with the task that produces it, so the data streams from source
+//! to destination without being staged.
+
+use crate::error::{Error, Result};
+use crate::logs::LogsSource;
+use crate::sink::{ParquetOptions, write_dataset};
+use crate::staging::{StagedDataset, Staging};
+use crate::store::{Location, Stores};
+use arrow::array::Array;
+use datafusion::execution::SendableRecordBatchStream;
+use object_store::ObjectStoreExt;
+use sluice_core::config::{DaemonConfig, Extract, Job, Load, OnError, SensorKind, Task, TaskKind};
+use sluice_core::template::RunContext;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// Shared, per-process state of the data plane.
+pub struct Engine {
+    pub config: DaemonConfig,
+    pub stores: Stores,
+    staging: Staging,
+    dead_letter: Location,
+}
+
+impl Engine {
+    pub fn new(config: DaemonConfig) -> Result<Self> {
+        let stores = Stores::new(config.connections.clone());
+        let staging = Staging::new(stores.resolve(&config.staging, None)?);
+        let dead_letter = stores.resolve(&config.dead_letter, None)?;
+        Ok(Engine {
+            config,
+            stores,
+            staging,
+            dead_letter,
+        })
+    }
+
+    /// Where a task's bad records go for one logical date.
+    pub fn dead_letter_dir(&self, job: &str, task: &str, ctx: &RunContext) -> Location {
+        self.dead_letter
+            .child(job)
+            .child(task)
+            .child(&ctx.date_key())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Success,
+    Failed,
+    /// Not run because a task it depends on failed.
+    UpstreamFailed,
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TaskState::Success => "success",
+            TaskState::Failed => "failed",
+            TaskState::UpstreamFailed => "upstream_failed",
+        })
+    }
+}
+
+/// What one task did.
+#[derive(Debug, Clone)]
+pub struct TaskReport {
+    pub task: String,
+    pub kind: &'static str,
+    pub state: TaskState,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub bad_records: u64,
+    pub bytes_written: u64,
+    pub duration: Duration,
+    pub error: Option<String>,
+}
+
+/// What a run did, task by task in DAG order.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub job: String,
+    pub run_id: String,
+    pub tasks: Vec<TaskReport>,
+}
+
+impl RunReport {
+    pub fn success(&self) -> bool {
+        self.tasks.iter().all(|t| t.state == TaskState::Success)
+    }
+}
+
+/// Counts a unit of work reports for each task in it.
+#[derive(Debug, Default, Clone)]
+struct Counts {
+    rows_in: u64,
+    rows_out: u64,
+    bad: u64,
+    bytes: u64,
+}
+
+/// Runs `job` for the run described by `ctx`. With `only`, runs that task
+/// and the tasks it depends on. Fails only if `only` names no task.
+pub async fn run(
+    engine: Arc<Engine>,
+    job: Arc<Job>,
+    ctx: Arc<RunContext>,
+    only: Option<&str>,
+) -> Result<RunReport> {
+    let selected: HashSet<String> = match only {
+        None => job.tasks.iter().map(|t| t.id.clone()).collect(),
+        Some(id) => {
+            if job.task(id).is_none() {
+                return Err(Error::Config(format!(
+                    "job \"{}\" has no task \"{id}\"; tasks: {}",
+                    job.name,
+                    job.dag.order.join(", ")
+                )));
+            }
+            let mut set = HashSet::new();
+            let mut stack = vec![id.to_string()];
+            while let Some(t) = stack.pop() {
+                if set.insert(t.clone()) {
+                    stack.extend(job.dag.upstream[&t].iter().cloned());
+                }
+            }
+            set
+        }
+    };
+    // load id -> producer id, for loads that can stream from their producer.
+    let mut fused: HashMap<String, String> = HashMap::new();
+    for task in &job.tasks {
+        if let TaskKind::Load(load) = &task.kind {
+            let input = load.input();
+            let producer = job.task(input).expect("validated input");
+            let single = job.dag.downstream[input].len() == 1;
+            let streamable = matches!(producer.kind, TaskKind::Extract(_) | TaskKind::Transform(_));
+            if single && streamable && selected.contains(&task.id) {
+                fused.insert(task.id.clone(), input.to_string());
+            }
+        }
+    }
+    let fused_producers: HashSet<&String> = fused.values().collect();
+    // Units of work: every selected task but fused producers, which run
+    // inside their load. A unit waits for its tasks' upstreams.
+    let units: Vec<String> = job
+        .dag
+        .order
+        .iter()
+        .filter(|t| selected.contains(*t) && !fused_producers.contains(t))
+        .cloned()
+        .collect();
+    let unit_deps = |unit: &str| -> Vec<String> {
+        let mut deps: Vec<String> = job.dag.upstream[unit]
+            .iter()
+            .filter(|u| fused.get(unit) != Some(*u))
+            .cloned()
+            .collect();
+        if let Some(p) = fused.get(unit) {
+            deps.extend(job.dag.upstream[p].iter().cloned());
+        }
+        deps
+    };
+
+    let date_key = ctx.date_key();
+    let mut states: HashMap<String, TaskState> = HashMap::new();
+    let mut reports: HashMap<String, TaskReport> = HashMap::new();
+    let mut staged: HashMap<String, StagedDataset> = HashMap::new();
+    let mut running: JoinSet<(String, Duration, UnitResult)> = JoinSet::new();
+    let mut started: HashSet<String> = HashSet::new();
+    let workers = engine.config.workers.max(1);
+    let report =
+        |task: &Task, state, counts: &Counts, duration, error: Option<String>| TaskReport {
+            task: task.id.clone(),
+            kind: task.kind.key(),
+            state,
+            rows_in: counts.rows_in,
+            rows_out: counts.rows_out,
+            bad_records: counts.bad,
+            bytes_written: counts.bytes,
+            duration,
+            error,
+        };
+
+    loop {
+        // Start every unit whose upstreams are done, up to `workers`.
+        for unit in &units {
+            if started.contains(unit) {
+                continue;
+            }
+            let deps = unit_deps(unit);
+            if deps.iter().any(|d| {
+                matches!(
+                    states.get(d),
+                    Some(TaskState::Failed | TaskState::UpstreamFailed)
+                )
+            }) {
+                started.insert(unit.clone());
+                let mut members = vec![unit.clone()];
+                if let Some(p) = fused.get(unit) {
+                    members.insert(0, p.clone());
+                }
+                for m in members {
+                    let t = job.task(&m).expect("task");
+                    states.insert(m.clone(), TaskState::UpstreamFailed);
+                    reports.insert(
+                        m,
+                        report(
+                            t,
+                            TaskState::UpstreamFailed,
+                            &Counts::default(),
+                            Duration::ZERO,
+                            None,
+                        ),
+                    );
+                }
+                continue;
+            }
+            if running.len() >= workers
+                || !deps
+                    .iter()
+                    .all(|d| states.get(d) == Some(&TaskState::Success))
+            {
+                continue;
+            }
+            started.insert(unit.clone());
+            let inputs: HashMap<String, StagedDataset> = deps
+                .iter()
+                .filter_map(|d| staged.get(d).map(|s| (d.clone(), s.clone())))
+                .collect();
+            let (engine, job, ctx) = (engine.clone(), job.clone(), ctx.clone());
+            let unit = unit.clone();
+            let producer = fused.get(&unit).cloned();
+            let date_key = date_key.clone();
+            running.spawn(async move {
+                let t0 = Instant::now();
+                let task = job.task(&unit).expect("task").clone();
+                tracing::info!(dag = %job.name, run = %ctx.run_id, task = %unit, "task started");
+                let work = run_unit(
+                    &engine,
+                    &job,
+                    &ctx,
+                    &task,
+                    producer.as_deref(),
+                    &inputs,
+                    &date_key,
+                );
+                let result = match task.timeout {
+                    Some(limit) => match tokio::time::timeout(limit, work).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Error::Timeout(limit)),
+                    },
+                    None => work.await,
+                };
+                (unit, t0.elapsed(), result)
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (unit, duration, result) =
+            joined.map_err(|e| Error::Internal(format!("task panicked: {e}")))?;
+        let mut members = vec![unit.clone()];
+        if let Some(p) = fused.get(&unit) {
+            members.insert(0, p.clone());
+        }
+        match result {
+            Ok((counts, output)) => {
+                tracing::info!(dag = %job.name, run = %ctx.run_id, task = %unit, seconds = duration.as_secs_f64(), "task succeeded");
+                for m in &members {
+                    let c = counts
+                        .iter()
+                        .find(|(id, _)| id == m)
+                        .map(|(_, c)| c.clone())
+                        .unwrap_or_default();
+                    states.insert(m.clone(), TaskState::Success);
+                    reports.insert(
+                        m.clone(),
+                        report(
+                            job.task(m).expect("task"),
+                            TaskState::Success,
+                            &c,
+                            duration,
+                            None,
+                        ),
+                    );
+                }
+                if let Some(out) = output {
+                    staged.insert(unit.clone(), out);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(dag = %job.name, run = %ctx.run_id, task = %unit, error = %message, "task failed");
+                for m in &members {
+                    states.insert(m.clone(), TaskState::Failed);
+                    reports.insert(
+                        m.clone(),
+                        report(
+                            job.task(m).expect("task"),
+                            TaskState::Failed,
+                            &Counts::default(),
+                            duration,
+                            Some(message.clone()),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let tasks: Vec<TaskReport> = job
+        .dag
+        .order
+        .iter()
+        .filter_map(|t| reports.remove(t))
+        .collect();
+    let report = RunReport {
+        job: job.name.clone(),
+        run_id: ctx.run_id.clone(),
+        tasks,
+    };
+    if report.success()
+        && let Err(e) = engine.staging.remove_run(&job.name, &date_key).await
+    {
+        tracing::warn!(dag = %job.name, error = %e, "could not remove staged data");
+    }
+    Ok(report)
+}
+
+type UnitResult = Result<(Vec<(String, Counts)>, Option<StagedDataset>)>;
+
+/// Runs one unit: a task, or a load with its fused producer.
+async fn run_unit(
+    engine: &Engine,
+    job: &Job,
+    ctx: &RunContext,
+    task: &Task,
+    producer: Option<&str>,
+    inputs: &HashMap<String, StagedDataset>,
+    date_key: &str,
+) -> UnitResult {
+    let key = |k: &str| format!("{}: tasks.{}.{k}", job.file.display(), task.id);
+    match &task.kind {
+        TaskKind::Extract(_) | TaskKind::Transform(_) => {
+            let (stream, finish) = produce(engine, job, ctx, task, inputs).await?;
+            let staged = engine
+                .staging
+                .stage(stream, &job.name, date_key, &task.id)
+                .await?;
+            let counts = finish(staged.rows);
+            Ok((vec![(task.id.clone(), counts)], Some(staged)))
+        }
+        TaskKind::Load(Load::Parquet(p)) => {
+            let url = ctx.render(&p.url, &key("url"))?;
+            let dest = engine.stores.resolve(&url, p.connection.as_deref())?;
+            let mut counts = Vec::new();
+            let (stream, finish): (SendableRecordBatchStream, Option<Finish>) = match producer {
+                Some(pid) => {
+                    let producer_task = job.task(pid).expect("producer");
+                    let (s, f) = produce(engine, job, ctx, producer_task, inputs).await?;
+                    (s, Some(f))
+                }
+                None => {
+                    let input = inputs.get(&p.input).ok_or_else(|| {
+                        Error::Internal(format!("input {} was not staged", p.input))
+                    })?;
+                    let session = crate::sql::session(engine.config.memory_limit)?;
+                    crate::sql::register(&session, &p.input, input).await?;
+                    let df = session.table(p.input.as_str()).await?;
+                    (df.execute_stream().await?, None)
+                }
+            };
+            let options = ParquetOptions {
+                compression: p.compression,
+                row_group_size: p.row_group_size,
+                max_file_size: p.max_file_size,
+                partition_by: p.partition_by.clone(),
+            };
+            let run_key = format!("{}-{}-{}", job.name, task.id, date_key);
+            let summary = write_dataset(stream, &dest, &run_key, &options).await?;
+            if let (Some(pid), Some(finish)) = (producer, finish) {
+                counts.push((pid.to_string(), finish(summary.rows)));
+            }
+            counts.push((
+                task.id.clone(),
+                Counts {
+                    rows_in: summary.rows,
+                    rows_out: summary.rows,
+                    bad: 0,
+                    bytes: summary.bytes,
+                },
+            ));
+            tracing::info!(dag = %job.name, task = %task.id, files = summary.files.len(), rows = summary.rows, dest = %dest.url(), "published");
+            Ok((counts, None))
+        }
+        TaskKind::Check(check) => {
+            let sql = ctx.render(&check.sql, &key("check"))?;
+            let session = crate::sql::session(engine.config.memory_limit)?;
+            let mut rows_in = 0;
+            for (name, ds) in inputs {
+                crate::sql::register(&session, name, ds).await?;
+                rows_in += ds.rows;
+            }
+            let sql_err = |e: datafusion::error::DataFusionError| Error::Sql {
+                context: format!("check {}", sql.trim()),
+                message: e.to_string(),
+            };
+            let batches = session
+                .sql(&sql)
+                .await
+                .map_err(sql_err)?
+                .collect()
+                .await
+                .map_err(sql_err)?;
+            let value = batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .map(|a| (a.len(), a.is_valid(0) && a.value(0)))
+            });
+            match value {
+                Some((1, true)) => Ok((
+                    vec![(
+                        task.id.clone(),
+                        Counts {
+                            rows_in,
+                            ..Counts::default()
+                        },
+                    )],
+                    None,
+                )),
+                Some((_, true)) => Err(Error::CheckFailed(format!(
+                    "query returned more than one row: {}",
+                    sql.trim()
+                ))),
+                Some((_, false)) => Err(Error::CheckFailed(format!(
+                    "query returned false: {}",
+                    sql.trim()
+                ))),
+                None => Err(Error::CheckFailed(format!(
+                    "query must return one boolean value: {}",
+                    sql.trim()
+                ))),
+            }
+        }
+        TaskKind::Sensor(sensor) => {
+            let SensorKind::ObjectExists { url, connection } = &sensor.kind;
+            let url = ctx.render(url, &key("url"))?;
+            let loc = engine.stores.resolve(&url, connection.as_deref())?;
+            loop {
+                match loc.store.head(&loc.path).await {
+                    Ok(_) => return Ok((vec![(task.id.clone(), Counts::default())], None)),
+                    Err(object_store::Error::NotFound { .. }) => {
+                        tracing::info!(dag = %job.name, task = %task.id, url = %loc.url(), "waiting for object");
+                        tokio::time::sleep(sensor.poke_interval).await;
+                    }
+                    Err(e) => return Err(Error::store(format!("checking {}", loc.url()), e)),
+                }
+            }
+        }
+    }
+}
+
+/// Turns the number of rows a consumer took into the producer's counts.
+type Finish = Box<dyn FnOnce(u64) -> Counts + Send>;
+
+/// The output stream of an extract or transform.
+async fn produce(
+    engine: &Engine,
+    job: &Job,
+    ctx: &RunContext,
+    task: &Task,
+    inputs: &HashMap<String, StagedDataset>,
+) -> Result<(SendableRecordBatchStream, Finish)> {
+    let key = |k: &str| format!("{}: tasks.{}.{k}", job.file.display(), task.id);
+    match &task.kind {
+        TaskKind::Extract(Extract::Logs(spec)) => {
+            let path = ctx.render(&spec.path, &key("path"))?;
+            let dead_letter = (spec.on_error == OnError::DeadLetter)
+                .then(|| engine.dead_letter_dir(&job.name, &task.id, ctx));
+            let source = LogsSource::open(spec, &path, &engine.stores, dead_letter).await?;
+            let stats = source.stats();
+            let stream = source.into_stream();
+            let finish: Finish = Box::new(move |rows| Counts {
+                rows_in: stats.get(&stats.records),
+                rows_out: rows,
+                bad: stats.get(&stats.bad),
+                bytes: 0,
+            });
+            Ok((stream, finish))
+        }
+        TaskKind::Transform(t) => {
+            let sql = ctx.render(&t.sql, &key("transform"))?;
+            let session = crate::sql::session(engine.config.memory_limit)?;
+            let mut rows_in = 0;
+            for (name, ds) in inputs {
+                crate::sql::register(&session, name, ds).await?;
+                rows_in += ds.rows;
+            }
+            let context = format!("{}: tasks.{}.transform", job.file.display(), task.id);
+            let df = session.sql(&sql).await.map_err(|e| Error::Sql {
+                context: context.clone(),
+                message: e.to_string(),
+            })?;
+            let stream = df.execute_stream().await.map_err(|e| Error::Sql {
+                context,
+                message: e.to_string(),
+            })?;
+            let finish: Finish = Box::new(move |rows| Counts {
+                rows_in,
+                rows_out: rows,
+                bad: 0,
+                bytes: 0,
+            });
+            Ok((stream, finish))
+        }
+        _ => Err(Error::Internal(format!(
+            "task {} produces no stream",
+            task.id
+        ))),
+    }
+}

@@ -1,0 +1,8 @@
+//! Sinks: where a task's output goes. Parquet on any object store, with
+//! hive-style partitions and a commit that makes a run's output appear
+//! whole or not at all.
+
+pub mod parquet;
+mod partition;
+
+pub use parquet::{ParquetOptions, WriteSummary, write_dataset};

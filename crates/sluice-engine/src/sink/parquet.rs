@@ -1,0 +1,338 @@
+//! Writes a record batch stream as Parquet files under a destination
+//! folder, idempotently per run:
+//!
+//! 1. every file is first written under a hidden name
+//!    (`.sluice-tmp-<run>-<attempt>-<n>.inprogress`, which Spark, Hive,
+//!    pyarrow, DataFusion and `*.parquet` globs all skip);
+//! 2. only when the whole stream has been written, the run's earlier output
+//!    (`part-<run>-*.parquet`, from any earlier attempt) is deleted and the
+//!    new files are renamed into place.
+//!
+//! A failed or killed write therefore never shows partial output, and a
+//! re-run replaces its own files instead of adding to them.
+
+use super::partition;
+use crate::error::{Error, Result};
+use crate::store::Location;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use sluice_core::config::Compression;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How files are written.
+#[derive(Debug, Clone)]
+pub struct ParquetOptions {
+    pub compression: Compression,
+    pub row_group_size: usize,
+    pub max_file_size: u64,
+    pub partition_by: Vec<String>,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            compression: Compression::Zstd(3),
+            row_group_size: 1 << 20,
+            max_file_size: 512 << 20,
+            partition_by: Vec::new(),
+        }
+    }
+}
+
+/// What a write produced.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSummary {
+    pub rows: u64,
+    pub bytes: u64,
+    /// Final paths of the files written.
+    pub files: Vec<String>,
+}
+
+struct OpenFile {
+    writer: AsyncArrowWriter<BufWriter>,
+    tmp: Path,
+    final_path: Path,
+}
+
+/// A file written but not yet committed.
+struct Written {
+    tmp: Path,
+    final_path: Path,
+    bytes: u64,
+}
+
+const TMP_PREFIX: &str = ".sluice-tmp-";
+
+/// Writes `stream` under `dest` as the output of `run_key` (a name unique
+/// per job, task and logical date), committing only on success.
+pub async fn write_dataset(
+    mut stream: SendableRecordBatchStream,
+    dest: &Location,
+    run_key: &str,
+    options: &ParquetOptions,
+) -> Result<WriteSummary> {
+    let attempt = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let schema = plain_types(&stream.schema());
+    let data_schema: SchemaRef = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .filter(|f| !options.partition_by.contains(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>(),
+    ));
+    for name in &options.partition_by {
+        if schema.field_with_name(name).is_err() {
+            return Err(Error::Config(format!(
+                "partition_by column \"{name}\" is not in the data; columns: {}",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let props = writer_properties(options)?;
+    let mut state = WriteState {
+        dest,
+        run_key,
+        attempt: &attempt,
+        props,
+        data_schema: data_schema.clone(),
+        open: HashMap::new(),
+        written: Vec::new(),
+        seq: 0,
+        rows: 0,
+        max_file_size: options.max_file_size,
+        row_group_size: options.row_group_size,
+    };
+    let result: Result<()> = async {
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let batch = to_schema(batch, &schema)?;
+            state.rows += batch.num_rows() as u64;
+            if options.partition_by.is_empty() {
+                state.write("", &batch).await?;
+            } else {
+                for (folder, part) in partition::split(&batch, &options.partition_by, &data_schema)?
+                {
+                    state.write(&folder, &part).await?;
+                }
+            }
+        }
+        if state.rows == 0 && options.partition_by.is_empty() {
+            // An empty result still gets a file, so readers see its schema.
+            state.open_file("").await?;
+        }
+        state.close_all().await
+    }
+    .await;
+    if let Err(e) = result {
+        state.abort().await;
+        return Err(e);
+    }
+    commit(dest, run_key, &state.written).await?;
+    Ok(WriteSummary {
+        rows: state.rows,
+        bytes: state.written.iter().map(|w| w.bytes).sum(),
+        files: state
+            .written
+            .iter()
+            .map(|w| w.final_path.to_string())
+            .collect(),
+    })
+}
+
+/// The schema with string and binary views as plain strings and binaries:
+/// views are an in-memory layout, and not every Parquet reader (pyarrow
+/// among them) maps them back to strings.
+fn plain_types(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            DataType::BinaryView => f.as_ref().clone().with_data_type(DataType::Binary),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn writer_properties(options: &ParquetOptions) -> Result<WriterProperties> {
+    let compression = match options.compression {
+        Compression::Zstd(level) => PqCompression::ZSTD(ZstdLevel::try_new(level)?),
+        Compression::Snappy => PqCompression::SNAPPY,
+        Compression::None => PqCompression::UNCOMPRESSED,
+    };
+    Ok(WriterProperties::builder()
+        .set_compression(compression)
+        .set_max_row_group_row_count(Some(options.row_group_size))
+        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+struct WriteState<'a> {
+    dest: &'a Location,
+    run_key: &'a str,
+    attempt: &'a str,
+    props: WriterProperties,
+    data_schema: SchemaRef,
+    open: HashMap<String, OpenFile>,
+    written: Vec<Written>,
+    seq: u32,
+    rows: u64,
+    max_file_size: u64,
+    row_group_size: usize,
+}
+
+impl WriteState<'_> {
+    fn folder(&self, folder: &str) -> Path {
+        self.dest.child(folder).path
+    }
+
+    async fn open_file(&mut self, folder: &str) -> Result<()> {
+        let dir = self.folder(folder);
+        let n = self.seq;
+        self.seq += 1;
+        let tmp = dir.clone().join(format!(
+            "{TMP_PREFIX}{}-{}-{n:05}.inprogress",
+            self.run_key, self.attempt
+        ));
+        let final_path = dir.join(format!("part-{}-{n:05}.parquet", self.run_key));
+        let object = BufWriter::new(self.dest.store.clone(), tmp.clone());
+        let writer =
+            AsyncArrowWriter::try_new(object, self.data_schema.clone(), Some(self.props.clone()))?;
+        self.open.insert(
+            folder.to_string(),
+            OpenFile {
+                writer,
+                tmp,
+                final_path,
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes in slices of a row group, so that files roll at their size
+    /// limit even inside one large batch.
+    async fn write(&mut self, folder: &str, batch: &RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = self.row_group_size.min(batch.num_rows() - offset);
+            if !self.open.contains_key(folder) {
+                self.open_file(folder).await?;
+            }
+            let file = self.open.get_mut(folder).expect("opened above");
+            file.writer.write(&batch.slice(offset, len)).await?;
+            offset += len;
+            if file.writer.bytes_written() as u64 + file.writer.in_progress_size() as u64
+                >= self.max_file_size
+            {
+                let file = self.open.remove(folder).expect("present");
+                self.close(file).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, file: OpenFile) -> Result<()> {
+        let OpenFile {
+            writer,
+            tmp,
+            final_path,
+        } = file;
+        let mut writer = writer;
+        writer.finish().await?;
+        let bytes = writer.bytes_written() as u64;
+        drop(writer);
+        self.written.push(Written {
+            tmp,
+            final_path,
+            bytes,
+        });
+        Ok(())
+    }
+
+    async fn close_all(&mut self) -> Result<()> {
+        let mut folders: Vec<String> = self.open.keys().cloned().collect();
+        folders.sort();
+        for folder in folders {
+            let file = self.open.remove(&folder).expect("present");
+            self.close(file).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes what this attempt wrote. Open multipart uploads are aborted
+    /// by dropping their writers.
+    async fn abort(&mut self) {
+        self.open.clear();
+        for w in &self.written {
+            let _ = self.dest.store.delete(&w.tmp).await;
+        }
+    }
+}
+
+/// Replaces the run's earlier files with the new ones.
+async fn commit(dest: &Location, run_key: &str, written: &[Written]) -> Result<()> {
+    let old_prefix = format!("part-{run_key}-");
+    let stale_tmp = format!("{TMP_PREFIX}{run_key}-");
+    let mut listing = dest.store.list(Some(&dest.path));
+    let mut remove = Vec::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| Error::store(format!("listing {}", dest.url()), e))?;
+        let name = meta.location.filename().unwrap_or_default();
+        let ours = written.iter().any(|w| w.tmp == meta.location);
+        if !ours && (name.starts_with(&old_prefix) || name.starts_with(&stale_tmp)) {
+            remove.push(meta.location);
+        }
+    }
+    drop(listing);
+    for path in remove {
+        match dest.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(Error::store(format!("removing earlier output {path}"), e)),
+        }
+    }
+    for w in written {
+        dest.store
+            .rename(&w.tmp, &w.final_path)
+            .await
+            .map_err(|e| Error::store(format!("publishing {}", w.final_path), e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Command-line arguments and what each command does.
+
+use anyhow::{Context, Result, bail};
+use chrono::NaiveDate;
+use sluice_core::config::{DaemonConfig, Job, load_job, load_jobs_dir};
+use sluice_core::env::process_env;
+use sluice_engine::runner::{Engine, run};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Run extract-transform-load DAGs defined in config files"
+)]
+pub struct Args {
+    /// The daemon config; default ./sluice.toml if it exists, else the embedded defaults.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check configs, DAG shapes and SQL plans; exit 1 on any error.
+    Validate {
+        /// Job files or folders of job files; default the config's jobs folder.
+        paths: Vec<PathBuf>,
+    },
+    /// Run one job in this process, like `airflow dags test`.
+    Run {
+        /// A job name (from the jobs folder) or a job file.
+        job: String,
+        /// The logical date (YYYY-MM-DD); default the last complete interval.
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        /// Run only this task and the tasks it depends on.
+        #[arg(long)]
+        task: Option<String>,
+    },
+}
+
+/// Logs go to stderr: readable on a terminal, JSON lines otherwise.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.compact().init();
+    } else {
+        builder.json().with_current_span(false).init();
+    }
+}
+
+pub async fn dispatch(args: Args) -> Result<ExitCode> {
+    let config = match DaemonConfig::load(args.config.as_deref(), &process_env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    match args.command {
+        Command::Validate { paths } => validate(&config, &paths).await,
+        Command::Run { job, date, task } => run_job(config, &job, date, task.as_deref()).await,
+    }
+}
+
+async fn validate(config: &DaemonConfig, paths: &[PathBuf]) -> Result<ExitCode> {
+    let paths = if paths.is_empty() {
+        vec![config.jobs.clone()]
+    } else {
+        paths.to_vec()
+    };
+    let mut errors: Vec<String> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    for path in &paths {
+        if path.is_dir() {
+            let (ok, bad) = load_jobs_dir(path, &process_env)?;
+            jobs.extend(ok);
+            errors.extend(bad.iter().map(ToString::to_string));
+        } else {
+            match load_job(path, &process_env) {
+                Ok(job) => jobs.push(job),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+    }
+    for job in &jobs {
+        errors.extend(
+            sluice_engine::validate::check_job(job, config)
+                .await
+                .iter()
+                .map(ToString::to_string),
+        );
+    }
+    if errors.is_empty() {
+        let tasks: usize = jobs.iter().map(|j| j.tasks.len()).sum();
+        println!("ok: {} job(s), {tasks} task(s)", jobs.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for e in &errors {
+            println!("{e}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// Finds a job by file path or by name in the jobs folder.
+fn find_job(config: &DaemonConfig, job: &str) -> Result<Job> {
+    let as_path = Path::new(job);
+    if job.ends_with(".toml") || as_path.is_file() {
+        return Ok(load_job(as_path, &process_env)?);
+    }
+    let (jobs, errors) = load_jobs_dir(&config.jobs, &process_env)
+        .with_context(|| format!("reading jobs folder {}", config.jobs.display()))?;
+    if let Some(found) = jobs.into_iter().find(|j| j.name == job) {
+        return Ok(found);
+    }
+    for e in errors {
+        // The job may be the one that failed to load: show why.
+        if e.to_string().contains(&format!("{job}.toml")) {
+            return Err(e.into());
+        }
+    }
+    bail!("no job named \"{job}\" in {}", config.jobs.display())
+}
+
+async fn run_job(
+    config: DaemonConfig,
+    name: &str,
+    date: Option<NaiveDate>,
+    task: Option<&str>,
+) -> Result<ExitCode> {
+    let job = match find_job(&config, name) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let date = date.unwrap_or_else(|| default_date(&job));
+    let ctx = job.manual_context(date);
+    let engine = Arc::new(Engine::new(config)?);
+    let report = run(engine, Arc::new(job), Arc::new(ctx), task).await?;
+    print!("{}", crate::summary::render(&report));
+    Ok(if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The logical date of the last complete interval: yesterday for daily jobs.
+fn default_date(job: &Job) -> NaiveDate {
+    let today = chrono::Utc::now().with_timezone(&job.timezone).date_naive();
+    today.pred_opt().unwrap_or(today)
+}

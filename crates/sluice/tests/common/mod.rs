@@ -1,0 +1,145 @@
+//! Helpers shared by the end-to-end tests: the built binary, a scratch
+//! folder with a copy of the example configs, and the Python interpreter
+//! that holds the independent readers (pyarrow, DuckDB, moto).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The `sluice` binary, with logs quiet and no config from the caller.
+pub fn sluice(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.current_dir(dir)
+        .env_remove("SLUICE_CONFIG")
+        .env("SLUICE_LOG", "warn");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLUICE_") && k != "SLUICE_LOG" && k != "SLUICE_TEST_PYTHON" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Runs a command and returns its output, printing it for failed tests.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run command");
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A scratch folder holding a copy of `configs/`.
+pub fn scratch_with_configs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(
+        &workspace_root().join("configs"),
+        &dir.path().join("configs"),
+    );
+    dir
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The Python that has pyarrow, duckdb and moto: `$SLUICE_TEST_PYTHON`, or
+/// the `.venv` that `scripts/test.sh` makes. Missing is a test failure.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("SLUICE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "no Python with pyarrow at {}: run the tests with scripts/test.sh, which installs it",
+        p.display()
+    );
+    p
+}
+
+/// Runs a Python script with arguments and returns its stdout; panics with
+/// its stderr if it fails.
+pub fn python_script(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(
+                    p.strip_prefix(base)
+                        .expect("prefix")
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The first shell command of the README's first code block: the command
+/// that runs the example job.
+pub fn readme_run_command() -> String {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let block = readme
+        .split("```")
+        .nth(1)
+        .expect("a code block in the README");
+    block
+        .lines()
+        .skip(1)
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .expect("a command")
+        .trim()
+        .to_string()
+}
