@@ -55,16 +55,16 @@ ctx.sql(f"COPY (SELECT * FROM logs) TO '{sys.argv[2]}' STORED AS PARQUET OPTIONS
 DUCKDB_NGINX = """
 import duckdb, sys
 pat, names = sys.argv[3], sys.argv[4].split(",")
-groups = ", ".join(f"regexp_extract(line, '{pat}', {i + 1}) AS {n}" for i, n in enumerate(names))
+names_list = "[" + ", ".join(f"'{n}'" for n in names) + "]"
 duckdb.connect().execute(f'''
 COPY (
   WITH lines AS (SELECT line FROM read_csv('{sys.argv[1]}', columns={{'line': 'VARCHAR'}}, header=false,
                                            delim='\\x1f', quote='', escape='', auto_detect=false)),
-       m AS (SELECT {groups} FROM lines)
-  SELECT remote_addr, NULLIF(remote_user, '-') AS remote_user,
-         strptime(time, '%d/%b/%Y:%H:%M:%S %z') AS time, method, path, protocol,
-         CAST(status AS INTEGER) AS status, CAST(bytes AS BIGINT) AS bytes,
-         NULLIF(referer, '-') AS referer, NULLIF(user_agent, '-') AS user_agent
+       m AS (SELECT regexp_extract(line, '{pat}', {names_list}) AS r FROM lines)
+  SELECT r.remote_addr, NULLIF(r.remote_user, '-') AS remote_user,
+         strptime(r.time, '%d/%b/%Y:%H:%M:%S %z') AS time, r.method, r.path, r.protocol,
+         CAST(r.status AS INTEGER) AS status, CAST(r.bytes AS BIGINT) AS bytes,
+         NULLIF(r.referer, '-') AS referer, NULLIF(r.user_agent, '-') AS user_agent
   FROM m
 ) TO '{sys.argv[2]}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 3)''')
 """
@@ -72,14 +72,15 @@ COPY (
 POLARS_NGINX = """
 import polars as pl, sys
 pat, names = sys.argv[3], sys.argv[4].split(",")
-groups = [pl.col("line").str.extract(pat, i + 1).alias(n) for i, n in enumerate(names)]
-(pl.scan_lines(sys.argv[1], name="line") if hasattr(pl, "scan_lines") else
- pl.scan_csv(sys.argv[1], has_header=False, separator="\\x1f", quote_char=None, schema={"line": pl.String}))\\
-  .select(groups)\\
-  .with_columns(pl.col("time").str.strptime(pl.Datetime("us", "UTC"), "%d/%b/%Y:%H:%M:%S %z"),
-                pl.col("status").cast(pl.Int32), pl.col("bytes").cast(pl.Int64),
-                *[pl.when(pl.col(c) == "-").then(None).otherwise(pl.col(c)).alias(c) for c in ("remote_user", "referer", "user_agent")])\\
-  .sink_parquet(sys.argv[2], compression="zstd", compression_level=3)
+# One regex pass with named groups, as Polars' extract_groups wants.
+parts = pat.split("(")
+named = parts[0] + "".join("(?P<" + n + ">" + p for n, p in zip(names, parts[1:]))
+lines = pl.scan_csv(sys.argv[1], has_header=False, separator="\\x1f", quote_char=None, schema={"line": pl.String})
+(lines.select(pl.col("line").str.extract_groups(named).alias("r")).unnest("r")
+   .with_columns(pl.col("time").str.strptime(pl.Datetime("us", "UTC"), "%d/%b/%Y:%H:%M:%S %z"),
+                 pl.col("status").cast(pl.Int32), pl.col("bytes").cast(pl.Int64),
+                 *[pl.when(pl.col(c) == "-").then(None).otherwise(pl.col(c)).alias(c) for c in ("remote_user", "referer", "user_agent")])
+   .sink_parquet(sys.argv[2], compression="zstd", compression_level=3))
 """
 
 DATAFUSION_NGINX = """
