@@ -37,3 +37,13 @@ pub fn declared_schema(columns: &[(String, ColumnType)]) -> Arc<Schema> {
             .collect::<Vec<_>>(),
     ))
 }
+
+/// The column names of `schema`, comma-separated, for error messages.
+pub fn column_names(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -90,12 +90,7 @@ pub async fn check_job(job: &Job, config: &DaemonConfig) -> Vec<ConfigError> {
                                 format!(
                                     "column \"{col}\" is not in {}; its columns: {}",
                                     p.input,
-                                    schema
-                                        .fields()
-                                        .iter()
-                                        .map(|f| f.name().as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
+                                    crate::schema::column_names(schema)
                                 ),
                             ));
                         }

@@ -1,7 +1,7 @@
 //! CSV with a header row, decoded by arrow-csv. Quoted fields may hold
 //! newlines; records are cut at newlines outside quotes.
 
-use super::lines::{Line, bisect_decode, precheck};
+use super::lines::{Line, decode_all, decode_records};
 use super::{Chunk, Parsed, Parser};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -25,33 +25,12 @@ impl CsvParser {
     }
 
     fn decode(&self, data: &[u8], rows: usize) -> Result<Option<RecordBatch>, String> {
-        let mut decoder = arrow::csv::ReaderBuilder::new(self.schema.clone())
+        let decoder = arrow::csv::ReaderBuilder::new(self.schema.clone())
             .with_header(false)
             .with_delimiter(self.delimiter)
             .with_batch_size(rows.max(1))
             .build_decoder();
-        let mut batches = Vec::new();
-        let mut offset = 0;
-        while offset < data.len() {
-            let n = decoder.decode(&data[offset..]).map_err(|e| e.to_string())?;
-            offset += n;
-            if n == 0 {
-                match decoder.flush().map_err(|e| e.to_string())? {
-                    Some(b) => batches.push(b),
-                    None => break,
-                }
-            }
-        }
-        if let Some(b) = decoder.flush().map_err(|e| e.to_string())? {
-            batches.push(b);
-        }
-        match batches.len() {
-            0 => Ok(None),
-            1 => Ok(batches.pop()),
-            _ => arrow::compute::concat_batches(&self.schema, &batches)
-                .map(Some)
-                .map_err(|e| e.to_string()),
-        }
+        decode_all(decoder, data, &self.schema)
     }
 }
 
@@ -123,24 +102,9 @@ impl Parser for CsvParser {
                 });
             }
         }
-        let mut out = Parsed::default();
-        let mut run: Vec<Line> = Vec::new();
-        for line in all {
-            let bytes = &chunk.data[line.range.clone()];
-            if bytes.is_empty() {
-                continue;
-            }
-            out.records += 1;
-            if let Some(problem) = precheck(bytes, self.max_line_bytes) {
-                bisect_decode(chunk, &run, &|d, n| self.decode(d, n), &mut out);
-                run.clear();
-                out.bad.push(super::lines::bad(chunk, &line, problem));
-            } else {
-                run.push(line);
-            }
-        }
-        bisect_decode(chunk, &run, &|d, n| self.decode(d, n), &mut out);
-        Ok(out)
+        Ok(decode_records(chunk, all, self.max_line_bytes, &|d, n| {
+            self.decode(d, n)
+        }))
     }
 }
 

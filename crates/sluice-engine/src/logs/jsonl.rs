@@ -1,7 +1,7 @@
 //! JSON lines: one object per line, decoded by arrow-json straight into
 //! columns. The schema is declared in the job or inferred from a sample.
 
-use super::lines::{Line, bisect_decode, lines, precheck};
+use super::lines::{Line, decode_all, decode_records, lines};
 use super::{Chunk, Parsed, Parser};
 use arrow::datatypes::SchemaRef;
 use arrow::json::ReaderBuilder;
@@ -22,32 +22,11 @@ impl JsonlParser {
     }
 
     fn decode(&self, data: &[u8], rows: usize) -> Result<Option<RecordBatch>, String> {
-        let mut decoder = ReaderBuilder::new(self.schema.clone())
+        let decoder = ReaderBuilder::new(self.schema.clone())
             .with_batch_size(rows.max(1))
             .build_decoder()
             .map_err(|e| e.to_string())?;
-        let mut batches = Vec::new();
-        let mut offset = 0;
-        while offset < data.len() {
-            let n = decoder.decode(&data[offset..]).map_err(|e| e.to_string())?;
-            offset += n;
-            if n == 0 {
-                match decoder.flush().map_err(|e| e.to_string())? {
-                    Some(b) => batches.push(b),
-                    None => break,
-                }
-            }
-        }
-        if let Some(b) = decoder.flush().map_err(|e| e.to_string())? {
-            batches.push(b);
-        }
-        match batches.len() {
-            0 => Ok(None),
-            1 => Ok(batches.pop()),
-            _ => arrow::compute::concat_batches(&self.schema, &batches)
-                .map(Some)
-                .map_err(|e| e.to_string()),
-        }
+        decode_all(decoder, data, &self.schema)
     }
 }
 
@@ -73,24 +52,9 @@ impl Parser for JsonlParser {
             }
         }
         // Some record is bad: find it without losing the others.
-        let mut out = Parsed::default();
-        let mut run: Vec<Line> = Vec::new();
-        for line in all {
-            let bytes = &data[line.range.clone()];
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            out.records += 1;
-            if let Some(problem) = precheck(bytes, self.max_line_bytes) {
-                bisect_decode(chunk, &run, &|d, n| self.decode(d, n), &mut out);
-                run.clear();
-                out.bad.push(super::lines::bad(chunk, &line, problem));
-            } else {
-                run.push(line);
-            }
-        }
-        bisect_decode(chunk, &run, &|d, n| self.decode(d, n), &mut out);
-        Ok(out)
+        Ok(decode_records(chunk, all, self.max_line_bytes, &|d, n| {
+            self.decode(d, n)
+        }))
     }
 }
 

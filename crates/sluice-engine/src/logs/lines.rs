@@ -105,3 +105,92 @@ pub fn bisect_decode(
     bisect_decode(chunk, &records[..mid], decode, out);
     bisect_decode(chunk, &records[mid..], decode, out);
 }
+
+/// The streaming decoders of arrow-json and arrow-csv, which share a shape.
+pub trait BatchDecoder {
+    fn decode(&mut self, data: &[u8]) -> Result<usize, arrow::error::ArrowError>;
+    fn flush(
+        &mut self,
+    ) -> Result<Option<arrow::record_batch::RecordBatch>, arrow::error::ArrowError>;
+}
+
+impl BatchDecoder for arrow::json::reader::Decoder {
+    fn decode(&mut self, data: &[u8]) -> Result<usize, arrow::error::ArrowError> {
+        arrow::json::reader::Decoder::decode(self, data)
+    }
+    fn flush(
+        &mut self,
+    ) -> Result<Option<arrow::record_batch::RecordBatch>, arrow::error::ArrowError> {
+        arrow::json::reader::Decoder::flush(self)
+    }
+}
+
+impl BatchDecoder for arrow::csv::reader::Decoder {
+    fn decode(&mut self, data: &[u8]) -> Result<usize, arrow::error::ArrowError> {
+        arrow::csv::reader::Decoder::decode(self, data)
+    }
+    fn flush(
+        &mut self,
+    ) -> Result<Option<arrow::record_batch::RecordBatch>, arrow::error::ArrowError> {
+        arrow::csv::reader::Decoder::flush(self)
+    }
+}
+
+/// Feeds all of `data` to `decoder` and returns the rows as one batch.
+pub fn decode_all(
+    mut decoder: impl BatchDecoder,
+    data: &[u8],
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<Option<arrow::record_batch::RecordBatch>, String> {
+    let mut batches = Vec::new();
+    let mut offset = 0;
+    while offset < data.len() {
+        let n = decoder.decode(&data[offset..]).map_err(|e| e.to_string())?;
+        offset += n;
+        if n == 0 {
+            match decoder.flush().map_err(|e| e.to_string())? {
+                Some(b) => batches.push(b),
+                None => break,
+            }
+        }
+    }
+    if let Some(b) = decoder.flush().map_err(|e| e.to_string())? {
+        batches.push(b);
+    }
+    match batches.len() {
+        0 => Ok(None),
+        1 => Ok(batches.pop()),
+        _ => arrow::compute::concat_batches(schema, &batches)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Decodes `records` one run at a time: records that fail the
+/// [`precheck`] are bad on their own, the runs between them go through
+/// [`bisect_decode`]. Blank records are skipped.
+pub fn decode_records(
+    chunk: &Chunk,
+    records: Vec<Line>,
+    max_line_bytes: usize,
+    decode: &Decode<'_>,
+) -> super::Parsed {
+    let mut out = super::Parsed::default();
+    let mut run: Vec<Line> = Vec::new();
+    for line in records {
+        let bytes = &chunk.data[line.range.clone()];
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.records += 1;
+        if let Some(problem) = precheck(bytes, max_line_bytes) {
+            bisect_decode(chunk, &run, decode, &mut out);
+            run.clear();
+            out.bad.push(bad(chunk, &line, problem));
+        } else {
+            run.push(line);
+        }
+    }
+    bisect_decode(chunk, &run, decode, &mut out);
+    out
+}

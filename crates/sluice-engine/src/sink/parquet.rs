@@ -94,12 +94,7 @@ pub async fn write_dataset(
         if schema.field_with_name(name).is_err() {
             return Err(Error::Config(format!(
                 "partition_by column \"{name}\" is not in the data; columns: {}",
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                crate::schema::column_names(&schema)
             )));
         }
     }
@@ -307,6 +302,25 @@ impl WriteState<'_> {
     }
 }
 
+/// Deletes files under `dir` whose name starts with `prefix` and holds a
+/// `#` (partial local uploads).
+fn remove_local_partials(dir: &std::path::Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_local_partials(&path, prefix);
+        } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
+            && name.starts_with(prefix)
+            && name.contains('#')
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Replaces the run's earlier files with the new ones.
 async fn commit(dest: &Location, run_key: &str, written: &[Written]) -> Result<()> {
     let old_prefix = format!("part-{run_key}-");
@@ -322,6 +336,15 @@ async fn commit(dest: &Location, run_key: &str, written: &[Written]) -> Result<(
         }
     }
     drop(listing);
+    if dest.store_url.scheme() == "file" {
+        // A killed upload to a local store leaves its partial file under a
+        // name the store's listing hides (`<name>#<n>`); remove those too.
+        let root = std::path::PathBuf::from(format!("/{}", dest.path));
+        let prefix = stale_tmp.clone();
+        tokio::task::spawn_blocking(move || remove_local_partials(&root, &prefix))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+    }
     for path in remove {
         match dest.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
