@@ -11,6 +11,7 @@
 //! A failed or killed write therefore never shows partial output, and a
 //! re-run replaces its own files instead of adding to them.
 
+use super::encoder::FileEncoder;
 use super::partition;
 use crate::error::{Error, Result};
 use crate::store::Location;
@@ -21,12 +22,12 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use sluice_core::config::Compression;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 
 /// How files are written.
 #[derive(Debug, Clone)]
@@ -58,7 +59,10 @@ pub struct WriteSummary {
 }
 
 struct OpenFile {
-    writer: AsyncArrowWriter<BufWriter>,
+    /// Taken out while a batch is encoded on the blocking pool.
+    encoder: Option<FileEncoder>,
+    upload: BufWriter,
+    uploaded: u64,
     tmp: Path,
     final_path: Path,
 }
@@ -228,13 +232,18 @@ impl WriteState<'_> {
             self.run_key, self.attempt
         ));
         let final_path = dir.join(format!("part-{}-{n:05}.parquet", self.run_key));
-        let object = BufWriter::new(self.dest.store.clone(), tmp.clone());
-        let writer =
-            AsyncArrowWriter::try_new(object, self.data_schema.clone(), Some(self.props.clone()))?;
+        let upload = BufWriter::new(self.dest.store.clone(), tmp.clone());
+        let encoder = FileEncoder::new(
+            self.data_schema.clone(),
+            self.props.clone(),
+            self.row_group_size,
+        )?;
         self.open.insert(
             folder.to_string(),
             OpenFile {
-                writer,
+                encoder: Some(encoder),
+                upload,
+                uploaded: 0,
                 tmp,
                 final_path,
             },
@@ -252,11 +261,24 @@ impl WriteState<'_> {
                 self.open_file(folder).await?;
             }
             let file = self.open.get_mut(folder).expect("opened above");
-            file.writer.write(&batch.slice(offset, len)).await?;
+            let mut encoder = file
+                .encoder
+                .take()
+                .expect("encoder is put back after each batch");
+            let slice = batch.slice(offset, len);
+            // Encoding is CPU work: off the async threads.
+            let (encoder, bytes) = tokio::task::spawn_blocking(move || {
+                let result = encoder.write(&slice);
+                let bytes = encoder.take_bytes();
+                result.map(|()| (encoder, bytes))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("parquet encoder panicked: {e}")))??;
+            let size = encoder.size();
+            file.encoder = Some(encoder);
+            upload(file, bytes).await?;
             offset += len;
-            if file.writer.bytes_written() as u64 + file.writer.in_progress_size() as u64
-                >= self.max_file_size
-            {
+            if size >= self.max_file_size {
                 let file = self.open.remove(folder).expect("present");
                 self.close(file).await?;
             }
@@ -264,20 +286,20 @@ impl WriteState<'_> {
         Ok(())
     }
 
-    async fn close(&mut self, file: OpenFile) -> Result<()> {
-        let OpenFile {
-            writer,
-            tmp,
-            final_path,
-        } = file;
-        let mut writer = writer;
-        writer.finish().await?;
-        let bytes = writer.bytes_written() as u64;
-        drop(writer);
+    async fn close(&mut self, mut file: OpenFile) -> Result<()> {
+        let encoder = file.encoder.take().expect("encoder present");
+        let rest = tokio::task::spawn_blocking(move || encoder.finish())
+            .await
+            .map_err(|e| Error::Internal(format!("parquet encoder panicked: {e}")))??;
+        upload(&mut file, rest).await?;
+        file.upload.shutdown().await.map_err(|source| Error::Io {
+            path: file.tmp.to_string().into(),
+            source,
+        })?;
         self.written.push(Written {
-            tmp,
-            final_path,
-            bytes,
+            tmp: file.tmp,
+            final_path: file.final_path,
+            bytes: file.uploaded,
         });
         Ok(())
     }
@@ -300,6 +322,20 @@ impl WriteState<'_> {
             let _ = self.dest.store.delete(&w.tmp).await;
         }
     }
+}
+
+async fn upload(file: &mut OpenFile, bytes: Vec<u8>) -> Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    file.uploaded += bytes.len() as u64;
+    file.upload
+        .write_all(&bytes)
+        .await
+        .map_err(|source| Error::Io {
+            path: file.tmp.to_string().into(),
+            source,
+        })
 }
 
 /// Deletes files under `dir` whose name starts with `prefix` and holds a
