@@ -301,6 +301,54 @@ pub async fn list_files(
 mod tests {
     use super::*;
 
+    /// Plain, gzip and zstd files matched by one glob are all read, in
+    /// name order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_plain_gzip_and_zstd() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let lines = |from: i64| -> String {
+            (from..from + 100)
+                .map(|i| format!("{{\"n\":{i}}}\n"))
+                .collect()
+        };
+        std::fs::write(dir.path().join("a.jsonl"), lines(0)).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(lines(100).as_bytes()).unwrap();
+        std::fs::write(dir.path().join("b.jsonl.gz"), gz.finish().unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("c.jsonl.zst"),
+            zstd::encode_all(lines(200).as_bytes(), 3).unwrap(),
+        )
+        .unwrap();
+        let spec = LogsExtract {
+            path: String::new(),
+            connection: None,
+            format: LogFormat::Jsonl,
+            on_error: OnError::Fail,
+            schema: Some(vec![("n".into(), sluice_core::config::ColumnType::Int64)]),
+            max_line_bytes: 1024,
+            timestamp_format: None,
+        };
+        let stores = Stores::new(Default::default());
+        let glob = format!("{}/*.jsonl*", dir.path().display());
+        let source = LogsSource::open(&spec, &glob, &stores, None).await.unwrap();
+        let stats = source.stats();
+        let batches: Vec<_> = source.into_stream().collect::<Vec<_>>().await;
+        let mut values = Vec::new();
+        for b in batches {
+            let b = b.unwrap();
+            let col = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            values.extend(col.values().iter().copied());
+        }
+        assert_eq!(values, (0..300).collect::<Vec<i64>>());
+        assert_eq!(stats.get(&stats.files), 3);
+    }
+
     #[test]
     fn glob_split() {
         assert_eq!(
