@@ -119,10 +119,7 @@ pub async fn check_job(job: &Job, config: &DaemonConfig) -> Vec<ConfigError> {
 }
 
 fn resolve_only(stores: &Stores, target: &str, connection: Option<&str>) -> Result<(), String> {
-    let prefix = match target.find(['*', '?', '[', '{']) {
-        Some(i) => &target[..target[..i].rfind('/').map_or(0, |s| s + 1)],
-        None => target,
-    };
+    let (prefix, _) = crate::logs::source::split_glob(target);
     stores
         .resolve(prefix, connection)
         .map(|_| ())

@@ -204,7 +204,7 @@ impl LogsSource {
 
 /// Splits a path at its first glob character: the folder before it and
 /// the pattern.
-fn split_glob(path: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_glob(path: &str) -> (&str, Option<&str>) {
     match path.find(['*', '?', '[', '{']) {
         None => (path, None),
         Some(i) => {
