@@ -17,3 +17,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS"
   echo "$want" > "$stamp"
 fi
+
+# PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`): the state
+# store tests run on it as well as on SQLite. Start it if it is down.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  fi
+  for _ in $(seq 1 30); do
+    pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && break
+    sleep 1
+  done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not running on 127.0.0.1:5432" >&2; exit 1; }
+# Databases earlier test runs made (one per test, for isolation).
+psql -h 127.0.0.1 -U postgres -d test -Atqc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'sluice\_test\_%'" |
+  while read -r db; do psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS $db" || true; done

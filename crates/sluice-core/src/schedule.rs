@@ -1,7 +1,7 @@
 //! Schedules: standard 5-field cron expressions and `@daily`-style presets,
 //! evaluated in the job's timezone.
 
-use chrono::{DateTime, TimeZone};
+use chrono::{DateTime, Offset, TimeZone};
 use std::str::FromStr;
 
 /// A parsed schedule.
@@ -10,11 +10,16 @@ pub struct Schedule {
     /// What the user wrote, for messages.
     pub expr: String,
     cron: cron::Schedule,
+    /// The hour field is `*`: ticks are so many minutes past every hour,
+    /// evaluated at the UTC offset in force, so that a DST change neither
+    /// skips nor doubles an hour (as Airflow does for such schedules).
+    every_hour: bool,
 }
 
 impl Schedule {
     /// Parses a 5-field cron expression (minute hour day-of-month month
-    /// day-of-week, 0 or 7 = Sunday) or a preset: `@hourly`, `@daily`,
+    /// day-of-week, 0 or 7 = Sunday), a 6-field one with seconds first,
+    /// or a preset: `@hourly`, `@daily`,
     /// `@weekly`, `@monthly`, `@yearly`.
     pub fn parse(expr: &str) -> Result<Schedule, String> {
         let trimmed = expr.trim();
@@ -31,33 +36,137 @@ impl Schedule {
             }
             _ => {
                 let fields: Vec<&str> = trimmed.split_whitespace().collect();
-                if fields.len() != 5 {
-                    return Err(format!(
-                        "invalid cron expression \"{expr}\": expected 5 fields (minute hour day-of-month month day-of-week), found {}",
-                        fields.len()
-                    ));
-                }
+                // Six fields put seconds first, for sub-minute schedules.
+                let (seconds, rest) = match fields.len() {
+                    5 => ("0", &fields[..]),
+                    6 => (fields[0], &fields[1..]),
+                    n => {
+                        return Err(format!(
+                            "invalid cron expression \"{expr}\": expected 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first; found {n}"
+                        ));
+                    }
+                };
                 format!(
-                    "0 {} {} {} {} {}",
-                    fields[0],
-                    fields[1],
-                    fields[2],
-                    fields[3],
-                    day_of_week_names(fields[4])
+                    "{seconds} {} {} {} {} {}",
+                    rest[0],
+                    rest[1],
+                    rest[2],
+                    rest[3],
+                    day_of_week_names(rest[4])
                 )
             }
         };
         let cron = cron::Schedule::from_str(&six)
             .map_err(|e| format!("invalid cron expression \"{expr}\": {e}"))?;
+        let every_hour = six.split_whitespace().nth(2) == Some("*");
         Ok(Schedule {
             expr: expr.to_string(),
             cron,
+            every_hour,
         })
     }
 
     /// The first tick strictly after `after`.
     pub fn next_after<Tz: TimeZone>(&self, after: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+        if self.every_hour {
+            let fixed = after.with_timezone(&after.offset().fix());
+            let next = self.cron.after(&fixed).next()?;
+            return Some(next.with_timezone(&after.timezone()));
+        }
         self.cron.after(after).next()
+    }
+
+    /// The last tick strictly before `before`.
+    pub fn prev_before<Tz: TimeZone>(&self, before: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+        if self.every_hour {
+            let fixed = before.with_timezone(&before.offset().fix());
+            let prev = self.cron.after(&fixed).next_back()?;
+            return Some(prev.with_timezone(&before.timezone()));
+        }
+        self.cron.after(before).next_back()
+    }
+
+    /// The first tick at or after `at`.
+    pub fn at_or_after<Tz: TimeZone>(&self, at: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+        let just_before = at.clone() - chrono::Duration::nanoseconds(1);
+        self.next_after(&just_before)
+    }
+}
+
+/// One data interval, `[start, end)`: a run's logical date is `start`,
+/// and the run becomes due at `end` (Airflow's semantics: the run for a
+/// day is made once the day is over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interval<Tz: TimeZone> {
+    pub start: DateTime<Tz>,
+    pub end: DateTime<Tz>,
+}
+
+/// What the scheduler needs to know about one job.
+pub struct Plan<'a, Tz: TimeZone> {
+    pub schedule: &'a Schedule,
+    /// The first interval starts at the first tick at or after this.
+    pub start: DateTime<Tz>,
+    /// No interval starts at or after this.
+    pub end: Option<DateTime<Tz>>,
+    /// Every missed interval (true) or only the latest (false).
+    pub catchup: bool,
+}
+
+impl<Tz: TimeZone> Plan<'_, Tz> {
+    /// The intervals due at `now` that come after the interval whose
+    /// logical date is `last` (none yet: `None`), oldest first, at most
+    /// `limit` of them (the rest come on a later call). Ticks are computed
+    /// in the job's timezone, so "0 2 * * *" means 02:00 local time on
+    /// both sides of a DST change.
+    pub fn due(
+        &self,
+        last: Option<&DateTime<Tz>>,
+        now: &DateTime<Tz>,
+        limit: usize,
+    ) -> Vec<Interval<Tz>> {
+        let first = match last {
+            Some(last) => self.schedule.next_after(last),
+            None => self.schedule.at_or_after(&self.start),
+        };
+        let Some(mut start) = first else {
+            return Vec::new();
+        };
+        if !self.catchup {
+            return self.latest(&start, now).into_iter().collect();
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            if self.end.as_ref().is_some_and(|e| start >= *e) {
+                break;
+            }
+            let Some(end) = self.schedule.next_after(&start) else {
+                break;
+            };
+            if end > *now {
+                break;
+            }
+            out.push(Interval {
+                start,
+                end: end.clone(),
+            });
+            start = end;
+        }
+        out
+    }
+
+    /// The latest complete interval that starts at or after `first`.
+    fn latest(&self, first: &DateTime<Tz>, now: &DateTime<Tz>) -> Option<Interval<Tz>> {
+        let after_now = now.clone() + chrono::Duration::nanoseconds(1);
+        let mut end = self.schedule.prev_before(&after_now)?;
+        let mut start = self.schedule.prev_before(&end)?;
+        while let Some(limit) = &self.end
+            && start >= *limit
+        {
+            end = start;
+            start = self.schedule.prev_before(&end)?;
+        }
+        (start >= *first).then_some(Interval { start, end })
     }
 }
 
@@ -135,5 +244,137 @@ mod tests {
             chrono::Weekday::Mon
         );
         assert!(Schedule::parse("*/15 * * * *").is_ok());
+    }
+
+    fn plan<'a, Tz: TimeZone>(s: &'a Schedule, start: DateTime<Tz>, catchup: bool) -> Plan<'a, Tz> {
+        Plan {
+            schedule: s,
+            start,
+            end: None,
+            catchup,
+        }
+    }
+
+    #[test]
+    fn six_fields_put_seconds_first() {
+        let s = Schedule::parse("*/2 * * * * *").unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 1).unwrap();
+        assert_eq!(s.next_after(&t).unwrap().second(), 2);
+    }
+
+    #[test]
+    fn catchup_creates_every_missed_interval_in_seoul() {
+        let tz: chrono_tz::Tz = "Asia/Seoul".parse().unwrap();
+        let s = Schedule::parse("0 2 * * *").unwrap();
+        let start = tz.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let now = tz.with_ymd_and_hms(2026, 11, 5, 3, 0, 0).unwrap();
+        let due = plan(&s, start.clone(), true).due(None, &now, 100);
+        let starts: Vec<String> = due.iter().map(|i| i.start.to_rfc3339()).collect();
+        assert_eq!(
+            starts,
+            [
+                "2026-11-01T02:00:00+09:00",
+                "2026-11-02T02:00:00+09:00",
+                "2026-11-03T02:00:00+09:00",
+                "2026-11-04T02:00:00+09:00"
+            ]
+        );
+        // 02:00 in Seoul is 17:00 UTC the day before.
+        assert_eq!(
+            due[0].start.with_timezone(&Utc).to_rfc3339(),
+            "2026-10-31T17:00:00+00:00"
+        );
+        assert_eq!(
+            due[3].end,
+            tz.with_ymd_and_hms(2026, 11, 5, 2, 0, 0).unwrap()
+        );
+        // Nothing is due twice, and the limit holds back the rest.
+        let last = due.last().unwrap().start.clone();
+        assert!(
+            plan(&s, start.clone(), true)
+                .due(Some(&last), &now, 100)
+                .is_empty()
+        );
+        assert_eq!(plan(&s, start, true).due(None, &now, 2).len(), 2);
+    }
+
+    #[test]
+    fn without_catchup_only_the_latest_interval_runs() {
+        let s = Schedule::parse("*/15 * * * *").unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 6, 1, 12, 40, 0).unwrap();
+        let due = plan(&s, start, false).due(None, &now, 100);
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            due[0].start,
+            Utc.with_ymd_and_hms(2026, 6, 1, 12, 15, 0).unwrap()
+        );
+        assert_eq!(
+            due[0].end,
+            Utc.with_ymd_and_hms(2026, 6, 1, 12, 30, 0).unwrap()
+        );
+        // Already made: nothing more until the next interval closes.
+        let last = due[0].start;
+        assert!(
+            plan(&s, start, false)
+                .due(Some(&last), &now, 100)
+                .is_empty()
+        );
+        let later = Utc.with_ymd_and_hms(2026, 6, 1, 12, 45, 0).unwrap();
+        let next = plan(&s, start, false).due(Some(&last), &later, 100);
+        assert_eq!(
+            next[0].start,
+            Utc.with_ymd_and_hms(2026, 6, 1, 12, 30, 0).unwrap()
+        );
+        // A start in the future makes nothing.
+        let future = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        assert!(plan(&s, future, false).due(None, &now, 100).is_empty());
+    }
+
+    #[test]
+    fn new_york_daily_keeps_local_time_across_both_dst_changes() {
+        let tz: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        let s = Schedule::parse("0 9 * * *").unwrap();
+        // Spring forward on 2026-03-08, fall back on 2026-11-01.
+        for (from, to, utc_before, utc_after, short_or_long) in [
+            ((2026, 3, 6), (2026, 3, 10), 14, 13, 23),
+            ((2026, 10, 30), (2026, 11, 3), 13, 14, 25),
+        ] {
+            let start = tz
+                .with_ymd_and_hms(from.0, from.1, from.2, 0, 0, 0)
+                .unwrap();
+            let now = tz.with_ymd_and_hms(to.0, to.1, to.2, 12, 0, 0).unwrap();
+            let due = plan(&s, start, true).due(None, &now, 100);
+            assert_eq!(due.len(), 4, "{due:?}");
+            for i in &due {
+                assert_eq!(i.start.hour(), 9, "{i:?}");
+            }
+            assert_eq!(due[0].start.with_timezone(&Utc).hour(), utc_before);
+            assert_eq!(due[3].start.with_timezone(&Utc).hour(), utc_after);
+            let hours: Vec<i64> = due.iter().map(|i| (i.end - i.start).num_hours()).collect();
+            assert_eq!(hours, [24, short_or_long, 24, 24], "{due:?}");
+        }
+    }
+
+    #[test]
+    fn new_york_hourly_has_no_gap_or_repeat_across_dst() {
+        let tz: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        let s = Schedule::parse("0 * * * *").unwrap();
+        for (day, expected) in [((2026, 3, 8), 23), ((2026, 11, 1), 25)] {
+            let start = tz.with_ymd_and_hms(day.0, day.1, day.2, 0, 0, 0).unwrap();
+            let next_day = tz
+                .with_ymd_and_hms(day.0, day.1, day.2 + 1, 0, 0, 0)
+                .unwrap();
+            let due = plan(&s, start, true).due(None, &next_day, 100);
+            assert_eq!(due.len(), expected, "{day:?}: {due:?}");
+            for w in due.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert_eq!(
+                    (w[0].end.clone() - w[0].start.clone()).num_minutes(),
+                    60,
+                    "{w:?}"
+                );
+            }
+        }
     }
 }

@@ -96,11 +96,167 @@ impl RunReport {
 
 /// Counts a unit of work reports for each task in it.
 #[derive(Debug, Default, Clone)]
-struct Counts {
-    rows_in: u64,
-    rows_out: u64,
-    bad: u64,
-    bytes: u64,
+pub struct Counts {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub bad: u64,
+    pub bytes: u64,
+}
+
+/// How a job's tasks group into units of work. A load whose input feeds
+/// nothing else is fused with the extract or transform producing it, so
+/// the data streams from source to destination without being staged; the
+/// pair runs (and is retried) as one unit.
+#[derive(Debug, Clone)]
+pub struct Units {
+    /// load id -> producer id.
+    fused: HashMap<String, String>,
+    /// Every selected task but fused producers, in DAG order.
+    pub order: Vec<String>,
+    /// unit -> the tasks that must succeed before it starts.
+    deps: HashMap<String, Vec<String>>,
+}
+
+impl Units {
+    pub fn plan(job: &Job, selected: &HashSet<String>) -> Units {
+        let mut fused = HashMap::new();
+        for task in &job.tasks {
+            if let TaskKind::Load(load) = &task.kind {
+                let input = load.input();
+                let producer = job.task(input).expect("validated input");
+                let single = job.dag.downstream[input].len() == 1;
+                let streamable =
+                    matches!(producer.kind, TaskKind::Extract(_) | TaskKind::Transform(_));
+                if single && streamable && selected.contains(&task.id) {
+                    fused.insert(task.id.clone(), input.to_string());
+                }
+            }
+        }
+        let producers: HashSet<&String> = fused.values().collect();
+        let order: Vec<String> = job
+            .dag
+            .order
+            .iter()
+            .filter(|t| selected.contains(*t) && !producers.contains(t))
+            .cloned()
+            .collect();
+        let deps = order
+            .iter()
+            .map(|unit| {
+                let producer = fused.get(unit);
+                let mut deps: Vec<String> = job.dag.upstream[unit]
+                    .iter()
+                    .filter(|u| producer != Some(*u))
+                    .cloned()
+                    .collect();
+                if let Some(p) = producer {
+                    deps.extend(job.dag.upstream[p].iter().cloned());
+                }
+                (unit.clone(), deps)
+            })
+            .collect();
+        Units { fused, order, deps }
+    }
+
+    /// Every task of the job.
+    pub fn all(job: &Job) -> Units {
+        Units::plan(job, &job.tasks.iter().map(|t| t.id.clone()).collect())
+    }
+
+    /// The producer fused into `unit`, if any.
+    pub fn producer(&self, unit: &str) -> Option<&str> {
+        self.fused.get(unit).map(String::as_str)
+    }
+
+    /// The tasks `unit` runs: its fused producer first, then itself.
+    pub fn members(&self, unit: &str) -> Vec<String> {
+        let mut members: Vec<String> = self
+            .producer(unit)
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        members.push(unit.to_string());
+        members
+    }
+
+    /// The unit a task runs in.
+    pub fn unit_of<'a>(&'a self, task: &'a str) -> &'a str {
+        self.fused
+            .iter()
+            .find(|(_, p)| p.as_str() == task)
+            .map_or(task, |(load, _)| load.as_str())
+    }
+
+    /// The tasks that must succeed before `unit` starts.
+    pub fn deps(&self, unit: &str) -> &[String] {
+        self.deps.get(unit).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// What a unit of work did: counts for each of its tasks, and the dataset
+/// it staged for later tasks, if any.
+#[derive(Debug)]
+pub struct UnitOutput {
+    pub counts: Vec<(String, Counts)>,
+    pub staged: Option<StagedDataset>,
+}
+
+impl Engine {
+    /// Runs one unit of a run on its own, for the daemon: its inputs are
+    /// read back from the staging store, where earlier units (perhaps in
+    /// an earlier process) left them. The caller enforces the timeout.
+    pub async fn run_unit(
+        &self,
+        job: &Job,
+        ctx: &RunContext,
+        units: &Units,
+        unit: &str,
+    ) -> Result<UnitOutput> {
+        let date_key = ctx.date_key();
+        let task = job
+            .task(unit)
+            .ok_or_else(|| Error::Internal(format!("job {} has no task {unit}", job.name)))?;
+        let mut inputs = HashMap::new();
+        for dep in units.deps(unit) {
+            let producer = job.task(dep).expect("dependency");
+            if matches!(producer.kind, TaskKind::Extract(_) | TaskKind::Transform(_)) {
+                let staged = self.staging.open(&job.name, &date_key, dep).await?;
+                inputs.insert(dep.clone(), staged);
+            }
+        }
+        let (counts, staged) = run_unit(
+            self,
+            job,
+            ctx,
+            task,
+            units.producer(unit),
+            &inputs,
+            &date_key,
+        )
+        .await?;
+        Ok(UnitOutput { counts, staged })
+    }
+
+    /// One poke of a sensor: whether its condition holds now.
+    pub async fn poke(&self, job: &Job, ctx: &RunContext, task: &Task) -> Result<bool> {
+        let TaskKind::Sensor(sensor) = &task.kind else {
+            return Err(Error::Internal(format!("task {} is not a sensor", task.id)));
+        };
+        let SensorKind::ObjectExists { url, connection } = &sensor.kind;
+        let key = format!("{}: tasks.{}.url", job.file.display(), task.id);
+        let url = ctx.render(url, &key)?;
+        let loc = self.stores.resolve(&url, connection.as_deref())?;
+        match loc.store.head(&loc.path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::store(format!("checking {}", loc.url()), e)),
+        }
+    }
+
+    /// Removes what a finished run staged.
+    pub async fn remove_staging(&self, job: &str, ctx: &RunContext) -> Result<()> {
+        self.staging.remove_run(job, &ctx.date_key()).await
+    }
 }
 
 /// Runs `job` for the run described by `ctx`. With `only`, runs that task
@@ -131,41 +287,9 @@ pub async fn run(
             set
         }
     };
-    // load id -> producer id, for loads that can stream from their producer.
-    let mut fused: HashMap<String, String> = HashMap::new();
-    for task in &job.tasks {
-        if let TaskKind::Load(load) = &task.kind {
-            let input = load.input();
-            let producer = job.task(input).expect("validated input");
-            let single = job.dag.downstream[input].len() == 1;
-            let streamable = matches!(producer.kind, TaskKind::Extract(_) | TaskKind::Transform(_));
-            if single && streamable && selected.contains(&task.id) {
-                fused.insert(task.id.clone(), input.to_string());
-            }
-        }
-    }
-    let fused_producers: HashSet<&String> = fused.values().collect();
-    // Units of work: every selected task but fused producers, which run
-    // inside their load. A unit waits for its tasks' upstreams.
-    let units: Vec<String> = job
-        .dag
-        .order
-        .iter()
-        .filter(|t| selected.contains(*t) && !fused_producers.contains(t))
-        .cloned()
-        .collect();
-    let unit_deps = |unit: &str| -> Vec<String> {
-        let mut deps: Vec<String> = job.dag.upstream[unit]
-            .iter()
-            .filter(|u| fused.get(unit) != Some(*u))
-            .cloned()
-            .collect();
-        if let Some(p) = fused.get(unit) {
-            deps.extend(job.dag.upstream[p].iter().cloned());
-        }
-        deps
-    };
-
+    let plan = Units::plan(&job, &selected);
+    let units = plan.order.clone();
+    let unit_deps = |unit: &str| plan.deps(unit).to_vec();
     let date_key = ctx.date_key();
     let mut states: HashMap<String, TaskState> = HashMap::new();
     let mut reports: HashMap<String, TaskReport> = HashMap::new();
@@ -200,11 +324,7 @@ pub async fn run(
                 )
             }) {
                 started.insert(unit.clone());
-                let mut members = vec![unit.clone()];
-                if let Some(p) = fused.get(unit) {
-                    members.insert(0, p.clone());
-                }
-                for m in members {
+                for m in plan.members(unit) {
                     let t = job.task(&m).expect("task");
                     states.insert(m.clone(), TaskState::UpstreamFailed);
                     reports.insert(
@@ -234,7 +354,7 @@ pub async fn run(
                 .collect();
             let (engine, job, ctx) = (engine.clone(), job.clone(), ctx.clone());
             let unit = unit.clone();
-            let producer = fused.get(&unit).cloned();
+            let producer = plan.producer(&unit).map(str::to_string);
             let date_key = date_key.clone();
             running.spawn(async move {
                 let t0 = Instant::now();
@@ -264,10 +384,7 @@ pub async fn run(
         };
         let (unit, duration, result) =
             joined.map_err(|e| Error::Internal(format!("task panicked: {e}")))?;
-        let mut members = vec![unit.clone()];
-        if let Some(p) = fused.get(&unit) {
-            members.insert(0, p.clone());
-        }
+        let members = plan.members(&unit);
         match result {
             Ok((counts, output)) => {
                 tracing::info!(dag = %job.name, run = %ctx.run_id, task = %unit, seconds = duration.as_secs_f64(), "task succeeded");
@@ -447,21 +564,13 @@ async fn run_unit(
                 ))),
             }
         }
-        TaskKind::Sensor(sensor) => {
-            let SensorKind::ObjectExists { url, connection } = &sensor.kind;
-            let url = ctx.render(url, &key("url"))?;
-            let loc = engine.stores.resolve(&url, connection.as_deref())?;
-            loop {
-                match loc.store.head(&loc.path).await {
-                    Ok(_) => return Ok((vec![(task.id.clone(), Counts::default())], None)),
-                    Err(object_store::Error::NotFound { .. }) => {
-                        tracing::info!(dag = %job.name, task = %task.id, url = %loc.url(), "waiting for object");
-                        tokio::time::sleep(sensor.poke_interval).await;
-                    }
-                    Err(e) => return Err(Error::store(format!("checking {}", loc.url()), e)),
-                }
+        TaskKind::Sensor(sensor) => loop {
+            if engine.poke(job, ctx, task).await? {
+                return Ok((vec![(task.id.clone(), Counts::default())], None));
             }
-        }
+            tracing::info!(dag = %job.name, task = %task.id, "sensor waiting");
+            tokio::time::sleep(sensor.poke_interval).await;
+        },
     }
 }
 

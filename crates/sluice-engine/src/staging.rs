@@ -9,6 +9,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
+use std::sync::Arc;
 
 /// A task's output, staged for the tasks after it.
 #[derive(Debug, Clone)]
@@ -22,6 +23,30 @@ impl StagedDataset {
     /// The folder URL, with the trailing slash DataFusion wants for folders.
     pub fn url(&self) -> String {
         format!("{}/", self.location.url())
+    }
+}
+
+/// The metadata of one Parquet file, read from its end: a guess of 64 KiB
+/// first, then exactly what the footer says it needs.
+async fn read_footer(
+    location: &Location,
+    meta: &object_store::ObjectMeta,
+) -> Result<parquet::file::metadata::ParquetMetaData> {
+    use parquet::errors::ParquetError;
+    use parquet::file::metadata::ParquetMetaDataReader;
+    let mut want = meta.size.min(64 << 10);
+    loop {
+        let bytes = location
+            .store
+            .get_range(&meta.location, meta.size - want..meta.size)
+            .await
+            .map_err(|e| Error::store(format!("reading {}", meta.location), e))?;
+        let mut reader = ParquetMetaDataReader::new();
+        match reader.try_parse_sized(&bytes, meta.size) {
+            Ok(()) => return Ok(reader.finish()?),
+            Err(ParquetError::NeedMoreData(n)) if (n as u64) > want => want = n as u64,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -57,6 +82,48 @@ impl Staging {
             location,
             schema,
             rows: summary.rows,
+        })
+    }
+
+    /// Reopens what `task` staged for this run, perhaps in an earlier
+    /// process: the schema comes from the first file's footer, the row
+    /// count from all of them.
+    pub async fn open(&self, job: &str, date_key: &str, task: &str) -> Result<StagedDataset> {
+        let location = self.run_dir(job, date_key).child(task);
+        let mut files: Vec<object_store::ObjectMeta> = location
+            .store
+            .list(Some(&location.path))
+            .filter_map(|m| async move { m.ok() })
+            .filter(|m| {
+                let name = m.location.filename().unwrap_or("");
+                std::future::ready(name.ends_with(".parquet") && !name.starts_with('.'))
+            })
+            .collect()
+            .await;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        if files.is_empty() {
+            return Err(Error::Internal(format!(
+                "the output of task \"{task}\" is not in the staging store ({}); it must run again",
+                location.url()
+            )));
+        }
+        let mut schema = None;
+        let mut rows = 0u64;
+        for meta in files {
+            let footer = read_footer(&location, &meta).await?;
+            rows += footer.file_metadata().num_rows() as u64;
+            if schema.is_none() {
+                let file = footer.file_metadata();
+                schema = Some(Arc::new(parquet::arrow::parquet_to_arrow_schema(
+                    file.schema_descr(),
+                    file.key_value_metadata(),
+                )?));
+            }
+        }
+        Ok(StagedDataset {
+            location,
+            schema: schema.expect("one file at least"),
+            rows,
         })
     }
 

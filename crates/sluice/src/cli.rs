@@ -42,6 +42,30 @@ enum Command {
         #[arg(long)]
         task: Option<String>,
     },
+    /// The daemon: keeps every job on its schedule until SIGTERM.
+    Serve,
+    /// Run every interval of a job between two dates (inclusive).
+    Backfill {
+        job: String,
+        #[arg(long)]
+        from: NaiveDate,
+        #[arg(long)]
+        to: NaiveDate,
+    },
+    /// Queue a manual run; the daemon on the same state store runs it.
+    Trigger {
+        job: String,
+        /// The logical date (YYYY-MM-DD); default today.
+        #[arg(long)]
+        date: Option<NaiveDate>,
+    },
+    /// Recent runs of a job and their task states.
+    Runs {
+        job: String,
+        /// How many runs, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
 }
 
 /// Logs go to stderr: readable on a terminal, JSON lines otherwise.
@@ -69,6 +93,12 @@ pub async fn dispatch(args: Args) -> Result<ExitCode> {
     match args.command {
         Command::Validate { paths } => validate(&config, &paths).await,
         Command::Run { job, date, task } => run_job(config, &job, date, task.as_deref()).await,
+        Command::Serve => crate::daemon_cmd::serve(config).await,
+        Command::Backfill { job, from, to } => {
+            crate::daemon_cmd::backfill(config, &job, from, to).await
+        }
+        Command::Trigger { job, date } => crate::daemon_cmd::trigger(config, &job, date).await,
+        Command::Runs { job, limit } => crate::daemon_cmd::runs(config, &job, limit).await,
     }
 }
 
@@ -113,7 +143,7 @@ async fn validate(config: &DaemonConfig, paths: &[PathBuf]) -> Result<ExitCode> 
 }
 
 /// Finds a job by file path or by name in the jobs folder.
-fn find_job(config: &DaemonConfig, job: &str) -> Result<Job> {
+pub fn find_job(config: &DaemonConfig, job: &str) -> Result<Job> {
     let as_path = Path::new(job);
     if job.ends_with(".toml") || as_path.is_file() {
         return Ok(load_job(as_path, &process_env)?);

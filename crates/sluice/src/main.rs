@@ -2,6 +2,7 @@
 //! library crates.
 
 mod cli;
+mod daemon_cmd;
 mod summary;
 
 use clap::Parser;

@@ -1,29 +1,13 @@
-//! The table `sluice run` prints.
+//! The tables `sluice run` and `sluice runs` print.
 
 use sluice_engine::runner::RunReport;
 use std::fmt::Write;
 
-pub fn render(report: &RunReport) -> String {
-    let header = [
-        "task", "kind", "state", "rows in", "rows out", "bad", "duration",
-    ];
-    let rows: Vec<[String; 7]> = report
-        .tasks
-        .iter()
-        .map(|t| {
-            [
-                t.task.clone(),
-                t.kind.to_string(),
-                t.state.to_string(),
-                t.rows_in.to_string(),
-                t.rows_out.to_string(),
-                t.bad_records.to_string(),
-                format!("{:.2}s", t.duration.as_secs_f64()),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for r in &rows {
+/// Aligns `rows` under `header`; columns from `right_from` on are numbers,
+/// aligned right.
+pub fn table(header: &[&str], rows: &[Vec<String>], right_from: usize) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
@@ -34,7 +18,7 @@ pub fn render(report: &RunReport) -> String {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if i >= 3 {
+                if i >= right_from {
                     format!("{c:>w$}", w = widths[i])
                 } else {
                     format!("{c:<w$}", w = widths[i])
@@ -43,10 +27,36 @@ pub fn render(report: &RunReport) -> String {
             .collect();
         let _ = writeln!(out, "{}", parts.join("  ").trim_end());
     };
-    line(&header.map(String::from), &mut out);
-    for r in &rows {
+    line(
+        &header.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        &mut out,
+    );
+    for r in rows {
         line(r, &mut out);
     }
+    out
+}
+
+pub fn render(report: &RunReport) -> String {
+    let header = [
+        "task", "kind", "state", "rows in", "rows out", "bad", "duration",
+    ];
+    let rows: Vec<Vec<String>> = report
+        .tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.task.clone(),
+                t.kind.to_string(),
+                t.state.to_string(),
+                t.rows_in.to_string(),
+                t.rows_out.to_string(),
+                t.bad_records.to_string(),
+                format!("{:.2}s", t.duration.as_secs_f64()),
+            ]
+        })
+        .collect();
+    let mut out = table(&header, &rows, 3);
     for t in &report.tasks {
         if let Some(e) = &t.error {
             let _ = writeln!(out, "\n{} failed: {e}", t.task);

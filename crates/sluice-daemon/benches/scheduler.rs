@@ -1,0 +1,185 @@
+//! Scheduler overhead: how fast the daemon moves task instances through
+//! the state store when the tasks themselves do nothing.
+//!
+//! Three workloads, each on SQLite and on the local PostgreSQL:
+//! - fan-out: one DAG run of 1,000 tasks, a root and 999 tasks after it;
+//! - chain: one DAG run of 1,000 tasks, each after the one before;
+//! - queued: 10 runs of the fan-out DAG queued at once (10,000 task
+//!   instances waiting).
+//!
+//! For each it prints task instances per second (from the first start to
+//! the last run finishing) and the p50/p99 delay from a task instance
+//! becoming ready (its upstreams succeeded) to its start.
+//!
+//! usage: cargo bench -p sluice-daemon --bench scheduler [-- --sqlite-only]
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use sluice_core::config::{Job, parse_job};
+use sluice_core::template::RunContext;
+use sluice_daemon::clock::SystemClock;
+use sluice_daemon::executor::{Daemon, Options, TaskRunner, new_run};
+use sluice_daemon::jobs::JobSet;
+use sluice_daemon::state::StateStore;
+use sluice_engine::runner::{UnitOutput, Units};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Tasks that succeed at once.
+struct Noop;
+
+impl TaskRunner for Noop {
+    fn run(
+        &self,
+        _: Arc<Job>,
+        _: Arc<RunContext>,
+        _: Arc<Units>,
+        _: String,
+    ) -> BoxFuture<'static, Result<UnitOutput, String>> {
+        Box::pin(async {
+            Ok(UnitOutput {
+                counts: Vec::new(),
+                staged: None,
+            })
+        })
+    }
+
+    fn poke(
+        &self,
+        _: Arc<Job>,
+        _: Arc<RunContext>,
+        _: String,
+    ) -> BoxFuture<'static, Result<bool, String>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    fn run_succeeded(&self, _: Arc<Job>, _: Arc<RunContext>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+fn job_text(shape: &str, n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!("[tasks.t{i}]\ncheck = \"SELECT true\"\n"));
+        match (shape, i) {
+            (_, 0) => {}
+            ("fanout", _) => s.push_str("depends_on = [\"t0\"]\n"),
+            _ => s.push_str(&format!("depends_on = [\"t{}\"]\n", i - 1)),
+        }
+    }
+    s
+}
+
+fn postgres_url() -> String {
+    let name = format!(
+        "sluice_bench_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_micros() % 1_000_000
+    );
+    let out = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "PostgreSQL must run at 127.0.0.1:5432: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+struct Result_ {
+    tasks: u64,
+    seconds: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn bench(state: &str, dir: &Path, shape: &str, runs: usize) -> Result_ {
+    let jobs_dir = dir.join(format!("jobs-{shape}-{runs}"));
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    let name = format!("{shape}_{runs}");
+    let text = job_text(shape, 1000);
+    std::fs::write(jobs_dir.join(format!("{name}.toml")), &text).unwrap();
+    let job = parse_job(&text, &jobs_dir.join(format!("{name}.toml")), &|_| None).unwrap();
+    let store = StateStore::connect(state).await.unwrap();
+    let mut keys = Vec::new();
+    for r in 0..runs {
+        let date =
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(r as u64);
+        let (start, end) = job.interval_for_date(date);
+        let run = new_run(&job, "backfill", start, end, None, Utc::now());
+        assert!(store.create_run(&run).await.unwrap());
+        keys.push((run.dag.clone(), run.run_id.clone()));
+    }
+    let opts = Options {
+        workers: 64,
+        schedule: false,
+        only: Some(keys.clone()),
+        ..Options::default()
+    };
+    let jobs = JobSet::new(jobs_dir, Box::new(|_| None), Box::new(|_| Ok(())));
+    let mut daemon = Daemon::new(
+        store.clone(),
+        Arc::new(Noop),
+        Arc::new(SystemClock),
+        jobs,
+        opts,
+    );
+    let t0 = Instant::now();
+    daemon.serve(std::future::pending()).await.unwrap();
+    let seconds = t0.elapsed().as_secs_f64();
+    for (dag, run_id) in &keys {
+        assert_eq!(
+            store.run(dag, run_id).await.unwrap().unwrap().state,
+            "success"
+        );
+    }
+    let mut delays = daemon.stats.ready_to_start.clone();
+    delays.sort();
+    let pct = |p: f64| delays[((delays.len() - 1) as f64 * p) as usize];
+    Result_ {
+        tasks: daemon.stats.attempts_finished,
+        seconds,
+        p50: pct(0.5),
+        p99: pct(0.99),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let sqlite_only = std::env::args().any(|a| a == "--sqlite-only");
+    let dir = tempfile::tempdir().unwrap();
+    let mut backends = vec![(
+        "SQLite",
+        format!("sqlite://{}/state.db", dir.path().display()),
+    )];
+    if !sqlite_only {
+        backends.push(("PostgreSQL", postgres_url()));
+    }
+    println!(
+        "{:<11} {:<22} {:>7} {:>9} {:>10} {:>10}",
+        "state", "workload", "tasks", "tasks/s", "p50 ms", "p99 ms"
+    );
+    for (label, url) in &backends {
+        for (shape, runs, what) in [
+            ("fanout", 1, "fan-out 1x1000"),
+            ("chain", 1, "chain 1x1000"),
+            ("fanout", 10, "queued 10x1000"),
+        ] {
+            let r = bench(url, dir.path(), shape, runs).await;
+            println!(
+                "{:<11} {:<22} {:>7} {:>9.0} {:>10.2} {:>10.2}",
+                label,
+                what,
+                r.tasks,
+                r.tasks as f64 / r.seconds,
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3
+            );
+        }
+    }
+}

@@ -1,0 +1,1031 @@
+//! The daemon's loop: scans the jobs folder, creates the runs that fall
+//! due, starts queued runs within `max_active_runs`, claims the task
+//! instances whose upstreams succeeded and runs up to `workers` of them,
+//! and records every transition in the state store so that a restart
+//! resumes where the last process stopped.
+//!
+//! The loop is one tokio task that owns all scheduling state; the work
+//! itself runs on spawned tasks and reports back through a [`JoinSet`], so
+//! a finished task makes its downstreams ready without waiting for the
+//! next scan.
+
+use crate::clock::{Clock, from_micros, micros};
+use crate::error::Result;
+use crate::jobs::JobSet;
+use crate::retry::retry_delay;
+use crate::state::{NewRun, RunRow, StateStore, TaskInstanceRow, TiUpdate};
+use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use futures::future::BoxFuture;
+use sluice_core::config::{Job, TaskKind};
+use sluice_core::schedule::Plan;
+use sluice_core::template::RunContext;
+use sluice_engine::runner::{Engine, UnitOutput, Units};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// Runs the work of task instances. The daemon uses the data plane's
+/// [`Engine`]; the scheduler benchmark uses tasks that do nothing, to
+/// measure the scheduler alone.
+pub trait TaskRunner: Send + Sync + 'static {
+    /// Runs one unit (a task, or a load with its fused producer).
+    fn run(
+        &self,
+        job: Arc<Job>,
+        ctx: Arc<RunContext>,
+        units: Arc<Units>,
+        unit: String,
+    ) -> BoxFuture<'static, Result<UnitOutput, String>>;
+
+    /// One poke of a sensor.
+    fn poke(
+        &self,
+        job: Arc<Job>,
+        ctx: Arc<RunContext>,
+        task: String,
+    ) -> BoxFuture<'static, Result<bool, String>>;
+
+    /// Called once when a run succeeds (the engine removes its staging).
+    fn run_succeeded(&self, job: Arc<Job>, ctx: Arc<RunContext>) -> BoxFuture<'static, ()>;
+}
+
+pub struct EngineRunner(pub Arc<Engine>);
+
+impl TaskRunner for EngineRunner {
+    fn run(
+        &self,
+        job: Arc<Job>,
+        ctx: Arc<RunContext>,
+        units: Arc<Units>,
+        unit: String,
+    ) -> BoxFuture<'static, Result<UnitOutput, String>> {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            engine
+                .run_unit(&job, &ctx, &units, &unit)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn poke(
+        &self,
+        job: Arc<Job>,
+        ctx: Arc<RunContext>,
+        task: String,
+    ) -> BoxFuture<'static, Result<bool, String>> {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            let t = job.task(&task).ok_or_else(|| format!("no task {task}"))?;
+            engine.poke(&job, &ctx, t).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn run_succeeded(&self, job: Arc<Job>, ctx: Arc<RunContext>) -> BoxFuture<'static, ()> {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            if let Err(e) = engine.remove_staging(&job.name, &ctx).await {
+                tracing::warn!(dag = %job.name, run = %ctx.run_id, error = %e, "could not remove staged data");
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Task instances run at once.
+    pub workers: usize,
+    /// How often the jobs folder and the state store are read again.
+    pub scan_interval: Duration,
+    /// How often running task instances are marked alive; on PostgreSQL a
+    /// task instance silent for five of these is taken to be abandoned.
+    pub heartbeat: Duration,
+    /// How long running tasks may take to finish after a stop signal.
+    pub shutdown_grace: Duration,
+    /// This process's name in the state store.
+    pub worker_id: String,
+    /// Create runs from schedules (off for a backfill).
+    pub schedule: bool,
+    /// Work only on these runs, and return when they are done.
+    pub only: Option<Vec<(String, String)>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 4,
+            scan_interval: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+            worker_id: format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "sluice".into()),
+                std::process::id()
+            ),
+            schedule: true,
+            only: None,
+        }
+    }
+}
+
+pub const TERMINAL: [&str; 3] = ["success", "failed", "upstream_failed"];
+const WAITING: [&str; 3] = ["scheduled", "up_for_retry", "up_for_reschedule"];
+
+struct ActiveRun {
+    row: RunRow,
+    job: Arc<Job>,
+    units: Arc<Units>,
+    ctx: Arc<RunContext>,
+    tis: HashMap<String, TaskInstanceRow>,
+}
+
+/// What a spawned attempt is about.
+#[derive(Clone)]
+struct Attempt {
+    job: Arc<Job>,
+    dag: String,
+    run_id: String,
+    unit: String,
+    members: Vec<String>,
+    attempt: i64,
+    sensor: bool,
+}
+
+enum Outcome {
+    Ran(Result<UnitOutput, String>),
+    Poked(Result<bool, String>),
+}
+
+struct Done {
+    attempt: Attempt,
+    elapsed: Duration,
+    outcome: Outcome,
+}
+
+/// Counters of what the loop did, for tests, benchmarks and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub runs_created: u64,
+    pub attempts_started: u64,
+    pub attempts_finished: u64,
+    /// Delay from a task instance becoming ready to its start, per start.
+    pub ready_to_start: Vec<Duration>,
+}
+
+pub struct Daemon {
+    store: StateStore,
+    runner: Arc<dyn TaskRunner>,
+    clock: Arc<dyn Clock>,
+    jobs: JobSet,
+    opts: Options,
+    active: BTreeMap<(String, String), ActiveRun>,
+    running: JoinSet<Done>,
+    in_flight: HashMap<tokio::task::Id, Attempt>,
+    paused: HashSet<String>,
+    /// When each waiting unit was first seen ready, for the ready→start delay.
+    ready_since: HashMap<(String, String, String), Instant>,
+    last_heartbeat: Option<DateTime<Utc>>,
+    log_seq: i64,
+    pub stats: Stats,
+}
+
+impl Daemon {
+    pub fn new(
+        store: StateStore,
+        runner: Arc<dyn TaskRunner>,
+        clock: Arc<dyn Clock>,
+        jobs: JobSet,
+        opts: Options,
+    ) -> Daemon {
+        Daemon {
+            store,
+            runner,
+            clock,
+            jobs,
+            opts,
+            active: BTreeMap::new(),
+            running: JoinSet::new(),
+            in_flight: HashMap::new(),
+            paused: HashSet::new(),
+            ready_since: HashMap::new(),
+            last_heartbeat: None,
+            log_seq: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn jobs(&self) -> &JobSet {
+        &self.jobs
+    }
+
+    pub fn jobs_mut(&mut self) -> &mut JobSet {
+        &mut self.jobs
+    }
+
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// Runs until `shutdown` resolves (or, with `only`, until those runs
+    /// are done), then lets running tasks finish within the grace period
+    /// and puts the rest back for the next process.
+    pub async fn serve(&mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        self.recover().await?;
+        let mut next_scan = Instant::now();
+        loop {
+            if Instant::now() >= next_scan {
+                self.scan().await?;
+                next_scan = Instant::now() + self.opts.scan_interval;
+            }
+            let wake = self.dispatch().await?;
+            if let Some(only) = &self.opts.only
+                && self.running.is_empty()
+                && only.iter().all(|k| !self.active.contains_key(k))
+            {
+                // A backfill is done when its runs have left the active set
+                // (finished) and nothing runs.
+                let rows = self.store.runs_in(&["queued", "running"]).await?;
+                if !rows
+                    .iter()
+                    .any(|r| only.contains(&(r.dag.clone(), r.run_id.clone())))
+                {
+                    break;
+                }
+            }
+            let until = wake.map_or(next_scan, |w| w.min(next_scan));
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                    self.joined(joined).await?;
+                    // Take every other finished task before dispatching again.
+                    while let Some(joined) = self.running.try_join_next_with_id() {
+                        self.joined(joined).await?;
+                    }
+                }
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
+        self.drain().await
+    }
+
+    /// Puts back task instances a dead process left running. SQLite is
+    /// one process's file, so everything running there is abandoned; on
+    /// PostgreSQL only those whose heartbeat stopped.
+    async fn recover(&mut self) -> Result<()> {
+        let now = self.clock.now();
+        let stale_before = if self.store.is_postgres() {
+            micros(now) - 5 * self.opts.heartbeat.as_micros() as i64
+        } else {
+            i64::MAX
+        };
+        let n = self.store.requeue_abandoned(stale_before).await?;
+        if n > 0 {
+            tracing::warn!(
+                task_instances = n,
+                "re-queued task instances an earlier process left running"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the jobs folder and the state store again and creates due runs.
+    async fn scan(&mut self) -> Result<()> {
+        let now = self.clock.now();
+        let changes = self.jobs.scan();
+        for (name, file) in &changes.loaded {
+            tracing::info!(dag = %name, file = %file.display(), "job loaded");
+            self.store
+                .upsert_job(name, &file.display().to_string(), None, micros(now))
+                .await?;
+        }
+        for (name, file, error) in &changes.failed {
+            let kept = self.jobs.get(name).is_some();
+            tracing::error!(dag = %name, file = %file.display(), error = %error, kept_last_valid = kept, "job file not loaded");
+            self.store
+                .upsert_job(name, &file.display().to_string(), Some(error), micros(now))
+                .await?;
+        }
+        for name in &changes.removed {
+            tracing::info!(dag = %name, "job file removed; no longer scheduled");
+        }
+        self.paused = self.store.paused_jobs().await?.into_iter().collect();
+        if self.opts.schedule {
+            let jobs: Vec<Arc<Job>> = self.jobs.all().cloned().collect();
+            for job in jobs {
+                if !self.paused.contains(&job.name) {
+                    self.schedule(&job, now).await?;
+                }
+            }
+        }
+        if self.last_heartbeat.is_none_or(|t| {
+            now - t >= chrono::Duration::from_std(self.opts.heartbeat).unwrap_or_default()
+        }) {
+            self.store
+                .heartbeat(&self.opts.worker_id, micros(now))
+                .await?;
+            self.last_heartbeat = Some(now);
+            if self.store.is_postgres() {
+                self.recover().await?;
+            }
+        }
+        self.refresh().await?;
+        self.check_sla(now).await
+    }
+
+    /// Creates the runs of `job` that are due by its schedule.
+    async fn schedule(&mut self, job: &Arc<Job>, now: DateTime<Utc>) -> Result<()> {
+        let Some(schedule) = &job.schedule else {
+            return Ok(());
+        };
+        let tz = job.timezone;
+        let last = self
+            .store
+            .last_scheduled(&job.name)
+            .await?
+            .map(|us| from_micros(us).with_timezone(&tz));
+        // Without `start`, a job begins with the latest complete interval.
+        let (start, catchup) = match job.start {
+            Some(s) => (s, job.catchup),
+            None => (
+                from_micros(0).with_timezone(&tz),
+                job.catchup && last.is_some(),
+            ),
+        };
+        let plan = Plan {
+            schedule,
+            start,
+            end: job.end,
+            catchup,
+        };
+        let due = plan.due(last.as_ref(), &now.with_timezone(&tz), 1000);
+        for interval in due {
+            let run = new_run(job, "scheduled", interval.start, interval.end, None, now);
+            if self.store.create_run(&run).await? {
+                self.stats.runs_created += 1;
+                tracing::info!(dag = %job.name, run = %run.run_id, "run created");
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the active runs in line with the state store.
+    async fn refresh(&mut self) -> Result<()> {
+        let rows = self.store.runs_in(&["queued", "running"]).await?;
+        let mut seen = HashSet::new();
+        for row in rows {
+            let key = (row.dag.clone(), row.run_id.clone());
+            if let Some(only) = &self.opts.only
+                && !only.contains(&key)
+            {
+                continue;
+            }
+            let Some(job) = self.jobs.get(&row.dag).cloned() else {
+                continue; // Its job file is gone or never loaded.
+            };
+            seen.insert(key.clone());
+            let load = row.state == "running";
+            let tis = if load {
+                Some(self.store.task_instances(&row.dag, &row.run_id).await?)
+            } else {
+                None
+            };
+            match self.active.get_mut(&key) {
+                Some(active) => {
+                    if !Arc::ptr_eq(&active.job, &job) {
+                        active.units = Arc::new(Units::all(&job));
+                        active.ctx = Arc::new(context(&job, &row));
+                        active.job = job;
+                    }
+                    active.row = row;
+                    if let Some(tis) = tis {
+                        active.tis = tis.into_iter().map(|t| (t.task.clone(), t)).collect();
+                    }
+                }
+                None => {
+                    let run = ActiveRun {
+                        units: Arc::new(Units::all(&job)),
+                        ctx: Arc::new(context(&job, &row)),
+                        job,
+                        row,
+                        tis: tis
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|t| (t.task.clone(), t))
+                            .collect(),
+                    };
+                    self.active.insert(key, run);
+                }
+            }
+        }
+        self.active.retain(|k, _| seen.contains(k));
+        Ok(())
+    }
+
+    async fn check_sla(&mut self, now: DateTime<Utc>) -> Result<()> {
+        let mut missed = Vec::new();
+        for run in self.active.values() {
+            if let Some(sla) = run.job.sla
+                && !run.row.sla_missed
+                && micros(now) > run.row.interval_end + sla.as_micros() as i64
+            {
+                missed.push((run.row.dag.clone(), run.row.run_id.clone(), sla));
+            }
+        }
+        for (dag, run_id, sla) in missed {
+            if self.store.mark_sla_missed(&dag, &run_id).await? {
+                tracing::warn!(dag = %dag, run = %run_id, sla = ?sla, "SLA missed: the run is not finished");
+            }
+            if let Some(run) = self.active.get_mut(&(dag, run_id)) {
+                run.row.sla_missed = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts queued runs and ready task instances. Returns when the next
+    /// waiting task instance (a retry, a sensor's next poke) is due.
+    async fn dispatch(&mut self) -> Result<Option<Instant>> {
+        let now = self.clock.now();
+        self.start_runs(now).await?;
+        let mut wake: Option<DateTime<Utc>> = None;
+        let mut keys: Vec<(i64, (String, String))> = self
+            .active
+            .iter()
+            .filter(|(_, r)| r.row.state == "running" && !self.paused.contains(&r.row.dag))
+            .map(|(k, r)| (r.row.logical_date, k.clone()))
+            .collect();
+        keys.sort();
+        for (_, key) in keys {
+            let ready = self.ready_units(&key, now, &mut wake).await?;
+            for unit in ready {
+                if self.running.len() >= self.opts.workers {
+                    break;
+                }
+                self.start(&key, &unit, now).await?;
+            }
+            self.maybe_finish(&key).await?;
+        }
+        Ok(wake.map(|w| {
+            let ahead = (w - self.clock.now()).to_std().unwrap_or_default();
+            Instant::now() + ahead
+        }))
+    }
+
+    /// Moves queued runs to running, oldest first, within each job's
+    /// `max_active_runs`.
+    async fn start_runs(&mut self, now: DateTime<Utc>) -> Result<()> {
+        let mut running: HashMap<String, u32> = HashMap::new();
+        for run in self.active.values() {
+            if run.row.state == "running" {
+                *running.entry(run.row.dag.clone()).or_default() += 1;
+            }
+        }
+        let mut queued: Vec<(i64, (String, String))> = self
+            .active
+            .iter()
+            .filter(|(_, r)| r.row.state == "queued" && !self.paused.contains(&r.row.dag))
+            .map(|(k, r)| (r.row.logical_date, k.clone()))
+            .collect();
+        queued.sort();
+        for (_, key) in queued {
+            let run = self.active.get_mut(&key).expect("active");
+            let count = running.entry(key.0.clone()).or_default();
+            if *count >= run.job.max_active_runs.max(1) {
+                continue;
+            }
+            if self
+                .store
+                .move_run(&key.0, &key.1, "queued", "running", micros(now))
+                .await?
+            {
+                *count += 1;
+                run.row.state = "running".into();
+                run.row.started_at = Some(micros(now));
+                tracing::info!(dag = %key.0, run = %key.1, "run started");
+                let tis = self.store.task_instances(&key.0, &key.1).await?;
+                run.tis = tis.into_iter().map(|t| (t.task.clone(), t)).collect();
+            }
+        }
+        Ok(())
+    }
+
+    /// The units of a run that may start now. Marks units whose upstream
+    /// failed, and notes in `wake` when a waiting one becomes due.
+    async fn ready_units(
+        &mut self,
+        key: &(String, String),
+        now: DateTime<Utc>,
+        wake: &mut Option<DateTime<Utc>>,
+    ) -> Result<Vec<String>> {
+        let run = self.active.get_mut(key).expect("active");
+        let units = run.units.clone();
+        let mut ready = Vec::new();
+        let mut upstream_failed = Vec::new();
+        for unit in &units.order {
+            if !run.tis.contains_key(unit) {
+                // A task added to the job after the run was created.
+                for m in units.members(unit) {
+                    self.store.add_task_instance(&key.0, &key.1, &m).await?;
+                }
+                let tis = self.store.task_instances(&key.0, &key.1).await?;
+                run.tis = tis.into_iter().map(|t| (t.task.clone(), t)).collect();
+            }
+            let Some(ti) = run.tis.get(unit) else {
+                continue;
+            };
+            if !WAITING.contains(&ti.state.as_str()) {
+                continue;
+            }
+            let next_try_at = ti.next_try_at;
+            let deps = units.deps(unit);
+            let state = |t: &str| run.tis.get(t).map(|t| t.state.as_str());
+            let upstream_bad = deps
+                .iter()
+                .any(|d| matches!(state(d), Some("failed" | "upstream_failed")));
+            let upstream_done = deps.iter().all(|d| state(d) == Some("success"));
+            if upstream_bad {
+                // Marked at once, so the whole chain below it is marked in
+                // this one pass (units are in DAG order).
+                for m in units.members(unit) {
+                    if let Some(ti) = run.tis.get_mut(&m) {
+                        ti.state = "upstream_failed".into();
+                    }
+                    upstream_failed.push(m);
+                }
+                continue;
+            }
+            if !upstream_done {
+                continue;
+            }
+            if let Some(at) = next_try_at.map(from_micros)
+                && at > now
+            {
+                *wake = Some(wake.map_or(at, |w| w.min(at)));
+                continue;
+            }
+            self.ready_since
+                .entry((key.0.clone(), key.1.clone(), unit.clone()))
+                .or_insert_with(Instant::now);
+            ready.push(unit.clone());
+        }
+        for task in upstream_failed {
+            self.store
+                .set_state(&key.0, &key.1, &task, "upstream_failed")
+                .await?;
+        }
+        Ok(ready)
+    }
+
+    /// Claims and spawns one unit.
+    async fn start(
+        &mut self,
+        key: &(String, String),
+        unit: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let run = self.active.get_mut(key).expect("active");
+        let members = run.units.members(unit);
+        let from = run.tis[unit].state.clone();
+        // A sensor's pokes are one attempt, however many there are.
+        let bump = from != "up_for_reschedule";
+        if !self
+            .store
+            .claim(
+                &key.0,
+                &key.1,
+                unit,
+                &from,
+                bump,
+                &self.opts.worker_id,
+                micros(now),
+            )
+            .await?
+        {
+            // Another replica took it; learn its state on the next scan.
+            if let Some(ti) = run.tis.get_mut(unit) {
+                ti.state = "running".into();
+            }
+            return Ok(());
+        }
+        for m in &members {
+            if m != unit {
+                let from = run
+                    .tis
+                    .get(m)
+                    .map_or("scheduled".to_string(), |t| t.state.clone());
+                self.store
+                    .claim(
+                        &key.0,
+                        &key.1,
+                        m,
+                        &from,
+                        bump,
+                        &self.opts.worker_id,
+                        micros(now),
+                    )
+                    .await?;
+            }
+            if let Some(ti) = run.tis.get_mut(m) {
+                ti.state = "running".into();
+                if bump {
+                    ti.try_number += 1;
+                }
+                ti.first_try_at.get_or_insert(micros(now));
+                ti.started_at = Some(micros(now));
+            }
+        }
+        if let Some(t0) = self
+            .ready_since
+            .remove(&(key.0.clone(), key.1.clone(), unit.to_string()))
+        {
+            self.stats.ready_to_start.push(t0.elapsed());
+        }
+        self.stats.attempts_started += 1;
+        let task = run.job.task(unit).expect("task").clone();
+        let sensor = matches!(task.kind, TaskKind::Sensor(_));
+        let attempt = Attempt {
+            job: run.job.clone(),
+            dag: key.0.clone(),
+            run_id: key.1.clone(),
+            unit: unit.to_string(),
+            members,
+            attempt: run.tis[unit].try_number,
+            sensor,
+        };
+        let (job, ctx, units) = (run.job.clone(), run.ctx.clone(), run.units.clone());
+        if !sensor || bump {
+            tracing::info!(dag = %key.0, run = %key.1, task = %unit, attempt = attempt.attempt, "task started");
+            self.log(
+                &attempt,
+                "info",
+                &format!("attempt {} started", attempt.attempt),
+            )
+            .await;
+        }
+        // The unit's timeout is its tightest member's.
+        let timeout = attempt
+            .members
+            .iter()
+            .filter_map(|m| job.task(m).and_then(|t| t.timeout))
+            .min();
+        let runner = self.runner.clone();
+        let a = attempt.clone();
+        let handle = self.running.spawn(async move {
+            let t0 = Instant::now();
+            let outcome = if a.sensor {
+                Outcome::Poked(runner.poke(job, ctx, a.unit.clone()).await)
+            } else {
+                let work = runner.run(job, ctx, units, a.unit.clone());
+                Outcome::Ran(match timeout {
+                    Some(limit) => match tokio::time::timeout(limit, work).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("timed out after {}", humanize(limit))),
+                    },
+                    None => work.await,
+                })
+            };
+            Done {
+                attempt: a,
+                elapsed: t0.elapsed(),
+                outcome,
+            }
+        });
+        self.in_flight.insert(handle.id(), attempt);
+        Ok(())
+    }
+
+    async fn joined(
+        &mut self,
+        joined: std::result::Result<(tokio::task::Id, Done), tokio::task::JoinError>,
+    ) -> Result<()> {
+        match joined {
+            Ok((id, done)) => {
+                self.in_flight.remove(&id);
+                self.complete(done).await
+            }
+            Err(e) => {
+                let Some(attempt) = self.in_flight.remove(&e.id()) else {
+                    return Ok(());
+                };
+                let message = if e.is_panic() {
+                    "the task panicked".to_string()
+                } else {
+                    "the task was cancelled".to_string()
+                };
+                self.complete(Done {
+                    attempt,
+                    elapsed: Duration::ZERO,
+                    outcome: Outcome::Ran(Err(message)),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Records the end of an attempt and what comes next for the task.
+    async fn complete(&mut self, done: Done) -> Result<()> {
+        self.stats.attempts_finished += 1;
+        let now = self.clock.now();
+        let a = &done.attempt;
+        let key = (a.dag.clone(), a.run_id.clone());
+        let job = a.job.clone();
+        let task = job.task(&a.unit).expect("task").clone();
+        // The run may have left the active set (its job file was removed);
+        // the attempt's end is recorded all the same.
+        let ti = match self.active.get(&key) {
+            Some(run) => run.tis.get(&a.unit).cloned(),
+            None => self
+                .store
+                .task_instances(&a.dag, &a.run_id)
+                .await?
+                .into_iter()
+                .find(|t| t.task == a.unit),
+        };
+        let failures = ti.as_ref().map_or(0, |t| t.failures);
+        let result: Result<Option<UnitOutput>, String> = match done.outcome {
+            Outcome::Ran(Ok(out)) => Ok(Some(out)),
+            Outcome::Ran(Err(e)) | Outcome::Poked(Err(e)) => Err(e),
+            Outcome::Poked(Ok(true)) => Ok(None),
+            Outcome::Poked(Ok(false)) => {
+                let first = ti
+                    .as_ref()
+                    .and_then(|t| t.first_try_at)
+                    .unwrap_or(micros(now));
+                let waited = Duration::from_micros((micros(now) - first).max(0) as u64);
+                let TaskKind::Sensor(sensor) = &task.kind else {
+                    unreachable!("only sensors poke")
+                };
+                match task.timeout {
+                    Some(limit) if waited >= limit => {
+                        Err(format!("sensor timed out after {}", humanize(limit)))
+                    }
+                    _ => {
+                        let next = now
+                            + chrono::Duration::from_std(sensor.poke_interval).unwrap_or_default();
+                        let update = TiUpdate {
+                            state: "up_for_reschedule".into(),
+                            failures,
+                            next_try_at: Some(micros(next)),
+                            ..TiUpdate::default()
+                        };
+                        return self.record(&key, &a.members, update, None).await;
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(out) => {
+                tracing::info!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, seconds = done.elapsed.as_secs_f64(), "task succeeded");
+                self.log(
+                    a,
+                    "info",
+                    &format!("succeeded in {:.3}s", done.elapsed.as_secs_f64()),
+                )
+                .await;
+                let update = TiUpdate {
+                    state: "success".into(),
+                    failures,
+                    ended_at: Some(micros(now)),
+                    ..TiUpdate::default()
+                };
+                self.record(&key, &a.members, update, out).await?;
+            }
+            Err(message) => {
+                let sensor_timeout = a.sensor && message.starts_with("sensor timed out");
+                let failures = failures + 1;
+                let retry = !sensor_timeout && failures <= i64::from(task.retries);
+                let next = retry.then(|| {
+                    let delay =
+                        retry_delay(task.retry_delay, task.max_retry_delay, failures as u32);
+                    (
+                        now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                        delay,
+                    )
+                });
+                match &next {
+                    Some((_, delay)) => {
+                        tracing::warn!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, retry_in = %humanize(*delay), "task failed; will retry");
+                        self.log(
+                            a,
+                            "error",
+                            &format!("failed: {message}; retrying in {}", humanize(*delay)),
+                        )
+                        .await;
+                    }
+                    None => {
+                        tracing::error!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, "task failed");
+                        self.log(a, "error", &format!("failed: {message}")).await;
+                    }
+                }
+                let update = TiUpdate {
+                    state: if retry { "up_for_retry" } else { "failed" }.into(),
+                    failures,
+                    next_try_at: next.map(|(t, _)| micros(t)),
+                    ended_at: Some(micros(now)),
+                    error: Some(message),
+                    ..TiUpdate::default()
+                };
+                self.record(&key, &a.members, update, None).await?;
+            }
+        }
+        self.maybe_finish(&key).await
+    }
+
+    /// Writes an attempt's end for each member of its unit.
+    async fn record(
+        &mut self,
+        key: &(String, String),
+        members: &[String],
+        update: TiUpdate,
+        out: Option<UnitOutput>,
+    ) -> Result<()> {
+        for m in members {
+            let mut u = update.clone();
+            if let Some(c) = out
+                .as_ref()
+                .and_then(|o| o.counts.iter().find(|(id, _)| id == m))
+                .map(|(_, c)| c)
+            {
+                u.rows_in = Some(c.rows_in as i64);
+                u.rows_out = Some(c.rows_out as i64);
+                u.bad_records = Some(c.bad as i64);
+                u.bytes_written = Some(c.bytes as i64);
+            }
+            self.store.finish(&key.0, &key.1, m, &u).await?;
+            if let Some(ti) = self.active.get_mut(key).and_then(|r| r.tis.get_mut(m)) {
+                ti.state = u.state.clone();
+                ti.failures = u.failures;
+                ti.next_try_at = u.next_try_at;
+                ti.ended_at = u.ended_at;
+                ti.error = u.error.clone();
+                ti.rows_in = u.rows_in;
+                ti.rows_out = u.rows_out;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a run whose task instances are all done.
+    async fn maybe_finish(&mut self, key: &(String, String)) -> Result<()> {
+        let Some(run) = self.active.get(key) else {
+            return Ok(());
+        };
+        if run.row.state != "running" {
+            return Ok(());
+        }
+        let tasks: Vec<&String> = run.job.dag.order.iter().collect();
+        let states: Vec<&str> = tasks
+            .iter()
+            .map(|t| run.tis.get(*t).map_or("scheduled", |ti| ti.state.as_str()))
+            .collect();
+        if !states.iter().all(|s| TERMINAL.contains(s)) {
+            return Ok(());
+        }
+        let state = if states.iter().all(|s| *s == "success") {
+            "success"
+        } else {
+            "failed"
+        };
+        let now = self.clock.now();
+        if self
+            .store
+            .move_run(&key.0, &key.1, "running", state, micros(now))
+            .await?
+        {
+            tracing::info!(dag = %key.0, run = %key.1, state, "run finished");
+            if state == "success" {
+                self.runner
+                    .run_succeeded(run.job.clone(), run.ctx.clone())
+                    .await;
+            }
+        }
+        self.active.remove(key);
+        Ok(())
+    }
+
+    /// After a stop signal: waits for running tasks up to the grace
+    /// period, then cancels the rest and puts them back to be run again.
+    async fn drain(&mut self) -> Result<()> {
+        if self.running.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(running = self.running.len(), grace = %humanize(self.opts.shutdown_grace), "stopping: waiting for running tasks");
+        let mut deadline = tokio::time::Instant::now() + self.opts.shutdown_grace;
+        let mut cancelled = false;
+        loop {
+            match tokio::time::timeout_at(deadline, self.running.join_next_with_id()).await {
+                Ok(None) => break,
+                Ok(Some(Ok((id, done)))) => {
+                    self.in_flight.remove(&id);
+                    self.complete(done).await?;
+                }
+                Ok(Some(Err(e))) => {
+                    if let Some(a) = self.in_flight.remove(&e.id()) {
+                        self.put_back(&a).await?;
+                    }
+                }
+                Err(_) if !cancelled => {
+                    // Cancel the rest and give them a moment to unwind.
+                    cancelled = true;
+                    self.running.abort_all();
+                    deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                }
+                Err(_) => break,
+            }
+        }
+        let left: Vec<Attempt> = self.in_flight.drain().map(|(_, a)| a).collect();
+        for a in &left {
+            self.put_back(a).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns an attempt stopped by shutdown to the queue.
+    async fn put_back(&mut self, a: &Attempt) -> Result<()> {
+        for m in &a.members {
+            self.store.requeue(&a.dag, &a.run_id, m).await?;
+        }
+        tracing::warn!(dag = %a.dag, run = %a.run_id, task = %a.unit, "task stopped by shutdown; it will run again");
+        Ok(())
+    }
+
+    /// Appends a line to an attempt's log in the state store. A failure to
+    /// log is reported but does not fail the task.
+    async fn log(&mut self, a: &Attempt, level: &str, message: &str) {
+        let now = micros(self.clock.now());
+        // Sequence numbers grow across restarts too.
+        self.log_seq = (self.log_seq + 1).max(now);
+        for m in &a.members {
+            if let Err(e) = self
+                .store
+                .log(
+                    (&a.dag, &a.run_id, m, a.attempt),
+                    self.log_seq,
+                    now,
+                    level,
+                    message,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "could not write the task log");
+            }
+        }
+    }
+}
+
+/// A run for the interval [start, end) of `job`.
+pub fn new_run(
+    job: &Job,
+    run_type: &str,
+    start: DateTime<Tz>,
+    end: DateTime<Tz>,
+    params: Option<serde_json::Value>,
+    now: DateTime<Utc>,
+) -> NewRun {
+    NewRun {
+        dag: job.name.clone(),
+        run_id: format!(
+            "{run_type}__{}",
+            start.to_rfc3339_opts(SecondsFormat::Secs, false)
+        ),
+        logical_date: micros(start.with_timezone(&Utc)),
+        interval_start: micros(start.with_timezone(&Utc)),
+        interval_end: micros(end.with_timezone(&Utc)),
+        run_type: run_type.to_string(),
+        params: params.map(|p| p.to_string()),
+        tasks: job.dag.order.clone(),
+        created_at: micros(now),
+    }
+}
+
+/// The template context of a stored run: the job's params overlaid with
+/// the run's own.
+fn context(job: &Job, row: &RunRow) -> RunContext {
+    let mut params = job.params.clone();
+    if let Some(extra) = row
+        .params
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        && let (Some(base), serde_json::Value::Object(extra)) = (params.as_object_mut(), extra)
+    {
+        base.extend(extra);
+    }
+    RunContext {
+        data_interval_start: from_micros(row.interval_start).with_timezone(&job.timezone),
+        data_interval_end: from_micros(row.interval_end).with_timezone(&job.timezone),
+        run_id: row.run_id.clone(),
+        params,
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d.as_secs() >= 1 && d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,229 @@
+//! The jobs folder, watched. Each scan reads the `*.toml` files; a new or
+//! changed file that loads and validates replaces its job, one that does
+//! not is reported while the last valid version of the job keeps running,
+//! and a removed file's job stops being scheduled (its history stays in
+//! the state store). Polling the folder, rather than subscribing to file
+//! events, also sees edits made through Kubernetes ConfigMap symlink swaps.
+
+use sluice_core::config::{Job, parse_job};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What one scan found.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Jobs loaded for the first time or changed: (name, file).
+    pub loaded: Vec<(String, PathBuf)>,
+    /// Files that failed to load: (job name, file, error).
+    pub failed: Vec<(String, PathBuf, String)>,
+    /// Jobs whose file is gone.
+    pub removed: Vec<String>,
+}
+
+/// Checks a parsed job beyond its own file (SQL plans, connections).
+pub type Validator = Box<dyn Fn(&Job) -> Result<(), String> + Send + Sync>;
+
+struct Loaded {
+    /// The file text the job came from.
+    text: String,
+    job: Option<Arc<Job>>,
+}
+
+pub struct JobSet {
+    dir: PathBuf,
+    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    validator: Validator,
+    files: BTreeMap<PathBuf, Loaded>,
+    jobs: HashMap<String, Arc<Job>>,
+}
+
+impl JobSet {
+    pub fn new(
+        dir: PathBuf,
+        env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+        validator: Validator,
+    ) -> JobSet {
+        JobSet {
+            dir,
+            env,
+            validator,
+            files: BTreeMap::new(),
+            jobs: HashMap::new(),
+        }
+    }
+
+    /// Adds a job read from elsewhere (a backfill of a file outside the
+    /// folder). A file in the folder with the same name replaces it.
+    pub fn insert(&mut self, job: Job) {
+        self.jobs.insert(job.name.clone(), Arc::new(job));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Job>> {
+        self.jobs.get(name)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Job>> {
+        self.jobs.values()
+    }
+
+    /// Reads the folder and applies what changed since the last scan.
+    pub fn scan(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        let present: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                let mut v: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                v.sort();
+                v
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the jobs folder");
+                return changes;
+            }
+        };
+        for path in &present {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue; // Mid-replace; the next scan sees it.
+            };
+            if self.files.get(path).is_some_and(|l| l.text == text) {
+                continue;
+            }
+            let previous = self.files.get(path).and_then(|l| l.job.clone());
+            let parsed = parse_job(&text, path, &*self.env)
+                .map_err(|e| e.to_string())
+                .and_then(|job| (self.validator)(&job).map(|()| job));
+            match parsed {
+                Ok(job) => {
+                    let clash = self
+                        .jobs
+                        .get(&job.name)
+                        .filter(|other| other.file != job.file)
+                        .map(|other| other.file.clone());
+                    if let Some(other) = clash {
+                        let message = format!(
+                            "{}: name: job \"{}\" is already defined in {}",
+                            path.display(),
+                            job.name,
+                            other.display()
+                        );
+                        changes
+                            .failed
+                            .push((job.name.clone(), path.clone(), message));
+                        self.files.insert(
+                            path.clone(),
+                            Loaded {
+                                text,
+                                job: previous,
+                            },
+                        );
+                        continue;
+                    }
+                    if let Some(prev) = &previous
+                        && prev.name != job.name
+                    {
+                        // Renamed: the old name stops being scheduled.
+                        self.jobs.remove(&prev.name);
+                        changes.removed.push(prev.name.clone());
+                    }
+                    let job = Arc::new(job);
+                    self.jobs.insert(job.name.clone(), job.clone());
+                    changes.loaded.push((job.name.clone(), path.clone()));
+                    self.files.insert(
+                        path.clone(),
+                        Loaded {
+                            text,
+                            job: Some(job),
+                        },
+                    );
+                }
+                Err(message) => {
+                    let name = previous
+                        .as_ref()
+                        .map(|j| j.name.clone())
+                        .unwrap_or_else(|| stem(path));
+                    changes.failed.push((name, path.clone(), message));
+                    // Keep the last valid version; remember the text so the
+                    // same bad edit is reported once.
+                    self.files.insert(
+                        path.clone(),
+                        Loaded {
+                            text,
+                            job: previous,
+                        },
+                    );
+                }
+            }
+        }
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !present.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(Loaded { job: Some(job), .. }) = self.files.remove(&path)
+                && self.jobs.get(&job.name).is_some_and(|j| j.file == path)
+            {
+                self.jobs.remove(&job.name);
+                changes.removed.push(job.name.clone());
+            }
+        }
+        changes
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(dir: &Path) -> JobSet {
+        JobSet::new(dir.to_path_buf(), Box::new(|_| None), Box::new(|_| Ok(())))
+    }
+
+    const JOB: &str = "schedule = \"@daily\"\n[tasks.a]\ncheck = \"SELECT true\"\n";
+
+    #[test]
+    fn bad_edit_keeps_the_last_valid_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("daily.toml");
+        std::fs::write(&file, JOB).unwrap();
+        let mut jobs = set(dir.path());
+        let c = jobs.scan();
+        assert_eq!(c.loaded.len(), 1);
+        assert!(jobs.get("daily").is_some());
+        // Nothing changed: nothing reported.
+        let c = jobs.scan();
+        assert!(c.loaded.is_empty() && c.failed.is_empty());
+
+        std::fs::write(&file, "schedule = \"@daily\"\n[tasks.a]\nchek = \"x\"\n").unwrap();
+        let c = jobs.scan();
+        assert_eq!(c.failed.len(), 1);
+        assert_eq!(c.failed[0].0, "daily");
+        assert!(c.failed[0].2.contains("tasks.a"), "{}", c.failed[0].2);
+        assert!(jobs.get("daily").is_some(), "the last valid version stays");
+        // The same bad text is reported once.
+        assert!(jobs.scan().failed.is_empty());
+
+        std::fs::write(&file, JOB.replace("@daily", "@hourly")).unwrap();
+        let c = jobs.scan();
+        assert_eq!(c.loaded.len(), 1);
+        assert_eq!(
+            jobs.get("daily").unwrap().schedule.as_ref().unwrap().expr,
+            "@hourly"
+        );
+
+        std::fs::remove_file(&file).unwrap();
+        let c = jobs.scan();
+        assert_eq!(c.removed, vec!["daily".to_string()]);
+        assert!(jobs.get("daily").is_none());
+    }
+}

@@ -1,0 +1,214 @@
+//! The state store: jobs, DAG runs, task instances, task logs and
+//! watermarks, in SQLite (the embedded default, one file in WAL mode) or
+//! PostgreSQL (shared by several replicas). One set of statements serves
+//! both through sqlx's `Any` driver; where the two differ (row locking),
+//! [`Backend`] says which is in use.
+
+mod migrations;
+mod runs;
+
+pub use runs::{NewRun, RunRow, TaskInstanceRow, TiUpdate};
+
+use crate::clock::micros;
+use crate::error::{Error, Result};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor, Row};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct StateStore {
+    pool: AnyPool,
+    backend: Backend,
+    /// The URL without credentials, for messages.
+    name: String,
+}
+
+impl StateStore {
+    /// Connects to `url` (`sqlite://path`, `sqlite::memory:` or
+    /// `postgres://…`) and applies the migrations it lacks. A SQLite file
+    /// is created when missing.
+    pub async fn connect(url: &str) -> Result<StateStore> {
+        install_default_drivers();
+        let name = redacted(url);
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            if let Some(parent) = std::path::Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+                && !path.starts_with(':')
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::StateUrl(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let mode = if path.contains("mode=") {
+                ""
+            } else {
+                "mode=rwc"
+            };
+            (Backend::Sqlite, format!("sqlite://{path}{sep}{mode}"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(Error::StateUrl(format!(
+                "unsupported state URL \"{name}\"; expected sqlite://PATH or postgres://…"
+            )));
+        };
+        let options = match backend {
+            // One connection: SQLite has one writer at a time, and a
+            // single connection never meets its lock-upgrade deadlock.
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        Ok(())
+                    })
+                }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(8),
+        };
+        let pool = options
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .map_err(|source| Error::State {
+                store: name.clone(),
+                source,
+            })?;
+        let store = StateStore {
+            pool,
+            backend,
+            name,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Wraps a sqlx error with the store's (password-free) name.
+    pub(crate) fn err(&self, source: sqlx::Error) -> Error {
+        Error::State {
+            store: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Applies the migrations not yet recorded, in one transaction. On
+    /// PostgreSQL an advisory lock keeps replicas starting together from
+    /// applying the same migration twice.
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(7301962)")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS sluice_migrations (
+                version BIGINT PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at BIGINT NOT NULL
+            )",
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM sluice_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let known = migrations::MIGRATIONS.last().map_or(0, |m| m.version);
+        if let Some(newer) = applied.iter().find(|v| **v > known) {
+            return Err(Error::StateUrl(format!(
+                "the state store {} has schema version {newer}, newer than this sluice knows ({known}); upgrade sluice",
+                self.name
+            )));
+        }
+        for m in migrations::MIGRATIONS {
+            if applied.contains(&m.version) {
+                continue;
+            }
+            for statement in m.statements {
+                tx.execute(*statement).await.map_err(|e| self.err(e))?;
+            }
+            sqlx::query(
+                "INSERT INTO sluice_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(micros(chrono::Utc::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            tracing::info!(version = m.version, name = m.name, "state store migrated");
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// The schema versions applied, oldest first.
+    pub async fn schema_versions(&self) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT version FROM sluice_migrations ORDER BY version")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| r.try_get::<i64, _>(0).map_err(|e| self.err(e)))
+            .collect()
+    }
+}
+
+/// `url` without its user and password.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}{}", &url[..scheme_end + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_not_shown() {
+        assert_eq!(
+            redacted("postgres://etl:s3cret@db:5432/app"),
+            "postgres://db:5432/app"
+        );
+        assert_eq!(redacted("sqlite://state.db"), "sqlite://state.db");
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_created_and_migrated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/state.db", dir.path().display());
+        let store = StateStore::connect(&url).await.unwrap();
+        assert_eq!(store.schema_versions().await.unwrap(), vec![1]);
+        drop(store);
+        // A second start finds the schema in place.
+        let again = StateStore::connect(&url).await.unwrap();
+        assert_eq!(again.schema_versions().await.unwrap(), vec![1]);
+        assert!(dir.path().join("sub/state.db").exists());
+    }
+}

@@ -1,0 +1,554 @@
+//! Statements on jobs, DAG runs, task instances and task logs.
+
+use super::{Backend, StateStore};
+use crate::error::Result;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+/// A DAG run to create, with its task instances.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub dag: String,
+    pub run_id: String,
+    pub logical_date: i64,
+    pub interval_start: i64,
+    pub interval_end: i64,
+    /// scheduled, manual or backfill.
+    pub run_type: String,
+    pub params: Option<String>,
+    pub tasks: Vec<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub dag: String,
+    pub run_id: String,
+    pub logical_date: i64,
+    pub interval_start: i64,
+    pub interval_end: i64,
+    pub run_type: String,
+    pub state: String,
+    pub params: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub sla_missed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskInstanceRow {
+    pub dag: String,
+    pub run_id: String,
+    pub task: String,
+    pub state: String,
+    /// Attempts started, interrupted ones included.
+    pub try_number: i64,
+    /// Attempts that failed; what retries are counted against.
+    pub failures: i64,
+    pub next_try_at: Option<i64>,
+    pub first_try_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub rows_in: Option<i64>,
+    pub rows_out: Option<i64>,
+    pub bad_records: Option<i64>,
+    pub bytes_written: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// The end of an attempt.
+#[derive(Debug, Clone, Default)]
+pub struct TiUpdate {
+    pub state: String,
+    pub failures: i64,
+    pub next_try_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub rows_in: Option<i64>,
+    pub rows_out: Option<i64>,
+    pub bad_records: Option<i64>,
+    pub bytes_written: Option<i64>,
+    pub error: Option<String>,
+}
+
+const RUN_COLUMNS: &str = "dag, run_id, logical_date, interval_start, interval_end, run_type, state, params, created_at, started_at, ended_at, sla_missed";
+const TI_COLUMNS: &str = "dag, run_id, task, state, try_number, failures, next_try_at, first_try_at, started_at, ended_at, rows_in, rows_out, bad_records, bytes_written, error";
+
+fn run_row(r: &AnyRow) -> sqlx::Result<RunRow> {
+    Ok(RunRow {
+        dag: r.try_get(0)?,
+        run_id: r.try_get(1)?,
+        logical_date: r.try_get(2)?,
+        interval_start: r.try_get(3)?,
+        interval_end: r.try_get(4)?,
+        run_type: r.try_get(5)?,
+        state: r.try_get(6)?,
+        params: r.try_get(7)?,
+        created_at: r.try_get(8)?,
+        started_at: r.try_get(9)?,
+        ended_at: r.try_get(10)?,
+        sla_missed: r.try_get::<i64, _>(11)? != 0,
+    })
+}
+
+fn ti_row(r: &AnyRow) -> sqlx::Result<TaskInstanceRow> {
+    Ok(TaskInstanceRow {
+        dag: r.try_get(0)?,
+        run_id: r.try_get(1)?,
+        task: r.try_get(2)?,
+        state: r.try_get(3)?,
+        try_number: r.try_get(4)?,
+        failures: r.try_get(5)?,
+        next_try_at: r.try_get(6)?,
+        first_try_at: r.try_get(7)?,
+        started_at: r.try_get(8)?,
+        ended_at: r.try_get(9)?,
+        rows_in: r.try_get(10)?,
+        rows_out: r.try_get(11)?,
+        bad_records: r.try_get(12)?,
+        bytes_written: r.try_get(13)?,
+        error: r.try_get(14)?,
+    })
+}
+
+impl StateStore {
+    /// Records a job file as loaded (error = None) or as failing to load.
+    pub async fn upsert_job(
+        &self,
+        name: &str,
+        file: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO jobs (name, file, paused, error, updated_at) VALUES ($1, $2, 0, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET file = excluded.file, error = excluded.error, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(file)
+        .bind(error)
+        .bind(now)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The load error recorded for a job, if its last edit did not load.
+    pub async fn job_error(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT error FROM jobs WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(match row {
+            Some(r) => r.try_get(0).map_err(|e| self.err(e))?,
+            None => None,
+        })
+    }
+
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE jobs SET paused = $1 WHERE name = $2")
+            .bind(i64::from(paused))
+            .bind(name)
+            .execute(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Names of the paused jobs.
+    pub async fn paused_jobs(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM jobs WHERE paused <> 0")
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// The logical date of the latest scheduled run of `dag`.
+    pub async fn last_scheduled(&self, dag: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MAX(logical_date) FROM dag_runs WHERE dag = $1 AND run_type = 'scheduled'",
+        )
+        .bind(dag)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        row.try_get::<Option<i64>, _>(0).map_err(|e| self.err(e))
+    }
+
+    /// Creates a run and its task instances, unless `dag` already has a
+    /// run for that logical date. Returns whether it was created.
+    pub async fn create_run(&self, run: &NewRun) -> Result<bool> {
+        let mut tx = self.pool().begin().await.map_err(|e| self.err(e))?;
+        let done = sqlx::query(
+            "INSERT INTO dag_runs (dag, run_id, logical_date, interval_start, interval_end, run_type, state, params, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&run.dag)
+        .bind(&run.run_id)
+        .bind(run.logical_date)
+        .bind(run.interval_start)
+        .bind(run.interval_end)
+        .bind(&run.run_type)
+        .bind(&run.params)
+        .bind(run.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for task in &run.tasks {
+            sqlx::query(
+                "INSERT INTO task_instances (dag, run_id, task, state) VALUES ($1, $2, $3, 'scheduled')",
+            )
+            .bind(&run.dag)
+            .bind(&run.run_id)
+            .bind(task)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Adds task instances a job gained after its run was created.
+    pub async fn add_task_instance(&self, dag: &str, run_id: &str, task: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO task_instances (dag, run_id, task, state) VALUES ($1, $2, $3, 'scheduled') ON CONFLICT DO NOTHING",
+        )
+        .bind(dag)
+        .bind(run_id)
+        .bind(task)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Runs in one of `states` (names from this crate, never user
+    /// input), oldest logical date first.
+    pub async fn runs_in(&self, states: &[&str]) -> Result<Vec<RunRow>> {
+        let list = states
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE state IN ({list}) ORDER BY logical_date, dag"
+        )))
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| run_row(r).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// The most recent runs of `dag`, newest first.
+    pub async fn recent_runs(&self, dag: &str, limit: i64) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = $1 ORDER BY logical_date DESC LIMIT $2"
+        )))
+        .bind(dag)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| run_row(r).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    pub async fn run(&self, dag: &str, run_id: &str) -> Result<Option<RunRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = $1 AND run_id = $2"
+        )))
+        .bind(dag)
+        .bind(run_id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        row.as_ref()
+            .map(run_row)
+            .transpose()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The run of `dag` for a logical date.
+    pub async fn run_at(&self, dag: &str, logical_date: i64) -> Result<Option<RunRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = $1 AND logical_date = $2"
+        )))
+        .bind(dag)
+        .bind(logical_date)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        row.as_ref()
+            .map(run_row)
+            .transpose()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Moves a run from `from` to `to`; false if it was not in `from`.
+    pub async fn move_run(
+        &self,
+        dag: &str,
+        run_id: &str,
+        from: &str,
+        to: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let (started, ended) = match to {
+            "running" => (Some(now), None),
+            "success" | "failed" => (None, Some(now)),
+            _ => (None, None),
+        };
+        let done = sqlx::query(
+            "UPDATE dag_runs SET state = $1, started_at = COALESCE($2, started_at), ended_at = COALESCE($3, ended_at)
+             WHERE dag = $4 AND run_id = $5 AND state = $6",
+        )
+        .bind(to)
+        .bind(started)
+        .bind(ended)
+        .bind(dag)
+        .bind(run_id)
+        .bind(from)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks a run's SLA as missed; true the first time only.
+    pub async fn mark_sla_missed(&self, dag: &str, run_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE dag_runs SET sla_missed = 1 WHERE dag = $1 AND run_id = $2 AND sla_missed = 0",
+        )
+        .bind(dag)
+        .bind(run_id)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn task_instances(&self, dag: &str, run_id: &str) -> Result<Vec<TaskInstanceRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TI_COLUMNS} FROM task_instances WHERE dag = $1 AND run_id = $2"
+        )))
+        .bind(dag)
+        .bind(run_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| ti_row(r).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// Claims a task instance for `worker` if it is still in `from`: the
+    /// conditional update is what keeps two replicas from both running it.
+    /// `new_attempt` is false for a sensor's later pokes.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim(
+        &self,
+        dag: &str,
+        run_id: &str,
+        task: &str,
+        from: &str,
+        new_attempt: bool,
+        worker: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE task_instances SET state = 'running', try_number = try_number + $1, started_at = $2,
+                 first_try_at = COALESCE(first_try_at, $3), worker = $4, heartbeat = $5, next_try_at = NULL
+             WHERE dag = $6 AND run_id = $7 AND task = $8 AND state = $9",
+        )
+        .bind(i64::from(new_attempt))
+        .bind(now)
+        .bind(now)
+        .bind(worker)
+        .bind(now)
+        .bind(dag)
+        .bind(run_id)
+        .bind(task)
+        .bind(from)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records the end of an attempt this worker ran.
+    pub async fn finish(&self, dag: &str, run_id: &str, task: &str, u: &TiUpdate) -> Result<()> {
+        sqlx::query(
+            "UPDATE task_instances SET state = $1, failures = $2, next_try_at = $3, ended_at = $4,
+                 rows_in = $5, rows_out = $6, bad_records = $7, bytes_written = $8, error = $9, worker = NULL
+             WHERE dag = $10 AND run_id = $11 AND task = $12",
+        )
+        .bind(&u.state)
+        .bind(u.failures)
+        .bind(u.next_try_at)
+        .bind(u.ended_at)
+        .bind(u.rows_in)
+        .bind(u.rows_out)
+        .bind(u.bad_records)
+        .bind(u.bytes_written)
+        .bind(&u.error)
+        .bind(dag)
+        .bind(run_id)
+        .bind(task)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Sets a task instance's state outright (upstream_failed, removed).
+    pub async fn set_state(&self, dag: &str, run_id: &str, task: &str, state: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE task_instances SET state = $1 WHERE dag = $2 AND run_id = $3 AND task = $4",
+        )
+        .bind(state)
+        .bind(dag)
+        .bind(run_id)
+        .bind(task)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Keeps this worker's running task instances from looking abandoned.
+    pub async fn heartbeat(&self, worker: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE task_instances SET heartbeat = $1 WHERE worker = $2 AND state = 'running'",
+        )
+        .bind(now)
+        .bind(worker)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Puts back task instances whose worker stopped heart-beating before
+    /// `stale_before` (a crash, kill -9, a lost node), so they run again.
+    /// The interrupted attempt does not count against the task's retries.
+    pub async fn requeue_abandoned(&self, stale_before: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE task_instances SET state = 'scheduled', worker = NULL
+             WHERE state = 'running' AND (heartbeat IS NULL OR heartbeat < $1)",
+        )
+        .bind(stale_before)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Puts back one of this worker's running task instances (shutdown).
+    pub async fn requeue(&self, dag: &str, run_id: &str, task: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE task_instances SET state = 'scheduled', worker = NULL
+             WHERE dag = $1 AND run_id = $2 AND task = $3 AND state = 'running'",
+        )
+        .bind(dag)
+        .bind(run_id)
+        .bind(task)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Appends one line to a task attempt's log.
+    pub async fn log(
+        &self,
+        (dag, run_id, task, attempt): (&str, &str, &str, i64),
+        seq: i64,
+        at: i64,
+        level: &str,
+        message: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(dag)
+        .bind(run_id)
+        .bind(task)
+        .bind(attempt)
+        .bind(seq)
+        .bind(at)
+        .bind(level)
+        .bind(message)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A task attempt's log lines, in order.
+    pub async fn logs(
+        &self,
+        dag: &str,
+        run_id: &str,
+        task: &str,
+        attempt: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT level, message FROM task_logs WHERE dag = $1 AND run_id = $2 AND task = $3 AND attempt = $4 ORDER BY seq",
+        )
+        .bind(dag)
+        .bind(run_id)
+        .bind(task)
+        .bind(attempt)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(|e| self.err(e))?,
+                    r.try_get(1).map_err(|e| self.err(e))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// When each line of a task attempt's log was written, in order.
+    pub async fn log_times(
+        &self,
+        dag: &str,
+        run_id: &str,
+        task: &str,
+        attempt: i64,
+    ) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT at FROM task_logs WHERE dag = $1 AND run_id = $2 AND task = $3 AND attempt = $4 ORDER BY seq",
+        )
+        .bind(dag)
+        .bind(run_id)
+        .bind(task)
+        .bind(attempt)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+}

@@ -1,0 +1,158 @@
+//! The commands that work with the state store: `serve`, `backfill`,
+//! `trigger` and `runs`.
+
+use crate::summary::table;
+use anyhow::Result;
+use chrono::{NaiveDate, Utc};
+use sluice_core::config::DaemonConfig;
+use sluice_daemon::clock::from_micros;
+use sluice_daemon::service;
+use sluice_daemon::state::StateStore;
+use std::process::ExitCode;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn serve(config: DaemonConfig) -> Result<ExitCode> {
+    let mut daemon = service::daemon(&config, service::options(&config)).await?;
+    tracing::info!(jobs = %config.jobs.display(), workers = config.workers, "sluice serving");
+    daemon.serve(stop_signal()).await?;
+    tracing::info!("sluice stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot listen for stop signals");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs every interval of `job` between two dates, in this process.
+pub async fn backfill(
+    config: DaemonConfig,
+    name: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<ExitCode> {
+    let job = match crate::cli::find_job(&config, name) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let store = StateStore::connect(&config.state).await?;
+    let keys = service::create_backfill(&store, &job, from, to).await?;
+    if keys.is_empty() {
+        println!("no intervals of {} between {from} and {to}", job.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    drop(store);
+    let opts = sluice_daemon::executor::Options {
+        schedule: false,
+        only: Some(keys.clone()),
+        ..service::options(&config)
+    };
+    let mut daemon = service::daemon(&config, opts).await?;
+    daemon.jobs_mut().insert(job.clone());
+    daemon.serve(stop_signal()).await?;
+    let store = daemon.store();
+    let mut ok = true;
+    for (dag, run_id) in &keys {
+        if let Some(run) = store.run(dag, run_id).await? {
+            ok &= run.state == "success";
+        }
+    }
+    print!("{}", runs_table(store, &job.name, keys.len() as i64).await?);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Queues a manual run; the daemon sharing the state store starts it.
+pub async fn trigger(
+    config: DaemonConfig,
+    name: &str,
+    date: Option<NaiveDate>,
+) -> Result<ExitCode> {
+    let job = match crate::cli::find_job(&config, name) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let date = date.unwrap_or_else(|| Utc::now().with_timezone(&job.timezone).date_naive());
+    let store = StateStore::connect(&config.state).await?;
+    let (run_id, created) = service::trigger(&store, &job, date, None).await?;
+    if created {
+        println!("queued {} {run_id}", job.name);
+    } else {
+        println!("{} already has a run for {date}: {run_id}", job.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the recent runs of a job and their task states.
+pub async fn runs(config: DaemonConfig, name: &str, limit: i64) -> Result<ExitCode> {
+    let store = StateStore::connect(&config.state).await?;
+    print!("{}", runs_table(&store, name, limit).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn runs_table(store: &StateStore, dag: &str, limit: i64) -> Result<String> {
+    let runs = store.recent_runs(dag, limit).await?;
+    let mut rows = Vec::new();
+    for r in &runs {
+        let tis = store.task_instances(&r.dag, &r.run_id).await?;
+        let mut tasks: Vec<String> = tis
+            .iter()
+            .map(|t| {
+                if t.try_number > 1 {
+                    format!("{}={} (try {})", t.task, t.state, t.try_number)
+                } else {
+                    format!("{}={}", t.task, t.state)
+                }
+            })
+            .collect();
+        tasks.sort();
+        let duration = match (r.started_at, r.ended_at) {
+            (Some(s), Some(e)) => format!("{:.1}s", (e - s) as f64 / 1e6),
+            _ => String::new(),
+        };
+        rows.push(vec![
+            r.run_id.clone(),
+            r.state.clone(),
+            r.started_at
+                .map(|t| from_micros(t).format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
+            duration,
+            tasks.join(" "),
+        ]);
+    }
+    if rows.is_empty() {
+        return Ok(format!("no runs of {dag}\n"));
+    }
+    Ok(table(
+        &["run", "state", "started (UTC)", "duration", "tasks"],
+        &rows,
+        99,
+    ))
+}

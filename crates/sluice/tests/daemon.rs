@@ -1,0 +1,763 @@
+//! `sluice serve` end to end, on SQLite and on the machine's PostgreSQL:
+//! runs created on schedule with catchup, retries with growing delays,
+//! timeouts that publish nothing, kill -9 and restart, SIGTERM, and an
+//! invalid edit to a running job file.
+
+mod common;
+
+use chrono::{DateTime, Timelike, Utc};
+use common::files_under;
+use sluice_daemon::clock::from_micros;
+use sluice_daemon::state::{StateStore, TaskInstanceRow};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A scratch folder with a daemon config, a jobs folder and a state store.
+struct Env {
+    dir: tempfile::TempDir,
+    state: String,
+}
+
+impl Env {
+    fn new(backend: Backend, extra_config: &str) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = match backend {
+            Backend::Sqlite => format!("sqlite://{}/state/sluice.db", dir.path().display()),
+            Backend::Postgres => fresh_postgres_database(),
+        };
+        std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let config = format!(
+            "jobs = \"{d}/jobs\"\nstate = \"{state}\"\nstaging = \"file://{d}/staging\"\ndead_letter = \"file://{d}/dead\"\nworkers = 4\n{extra_config}",
+            d = dir.path().display()
+        );
+        std::fs::write(dir.path().join("sluice.toml"), config).unwrap();
+        Env { dir, state }
+    }
+
+    fn with_workers(self, n: usize) -> Env {
+        let file = self.path().join("sluice.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(
+            &file,
+            text.replace("workers = 4", &format!("workers = {n}")),
+        )
+        .unwrap();
+        self
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_job(&self, name: &str, text: &str) {
+        let text = text.replace("$DIR", &self.path().display().to_string());
+        // Write then rename, so the daemon never reads half a file.
+        let tmp = self.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path().join("jobs").join(format!("{name}.toml"))).unwrap();
+    }
+
+    fn sluice(&self) -> Command {
+        let mut c = common::sluice(self.path());
+        c.arg("--config").arg(self.path().join("sluice.toml"));
+        c
+    }
+
+    /// Starts `sluice serve`, its logs going to `serve-N.log`.
+    fn serve(&self, n: u32) -> Child {
+        let log = std::fs::File::create(self.log_path(n)).unwrap();
+        self.sluice()
+            .arg("serve")
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice serve")
+    }
+
+    fn log_path(&self, n: u32) -> PathBuf {
+        self.path().join(format!("serve-{n}.log"))
+    }
+
+    fn log(&self, n: u32) -> String {
+        std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
+    }
+
+    async fn store(&self) -> StateStore {
+        StateStore::connect(&self.state).await.expect("state store")
+    }
+}
+
+/// A new, empty database on the local PostgreSQL. No server is a failure.
+fn fresh_postgres_database() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "sluice_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        Utc::now().timestamp_micros() % 1_000_000
+    );
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+        ])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql (the PostgreSQL client) must be installed");
+    assert!(
+        out.status.success(),
+        "PostgreSQL at 127.0.0.1:5432 must be running for this test: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Polls `f` every 50 ms until it returns Some, failing after `limit`.
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn write_jsonl(path: &Path, rows: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..rows {
+        writeln!(
+            f,
+            "{{\"ts\":\"2026-11-24T10:{:02}:{:02}Z\",\"user\":\"u{}\",\"bytes\":{},\"path\":\"/item/{}\"}}",
+            (i / 60) % 60,
+            i % 60,
+            i % 97,
+            i,
+            i % 1000
+        )
+        .unwrap();
+    }
+}
+
+fn stop(child: &mut Child, signal: &str) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    child.wait().expect("wait")
+}
+
+async fn ti(store: &StateStore, dag: &str, run_id: &str, task: &str) -> Option<TaskInstanceRow> {
+    store
+        .task_instances(dag, run_id)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|t| t.task == task)
+}
+
+/// The instants at which each attempt of a task started, from its logs.
+async fn attempt_starts(
+    store: &StateStore,
+    dag: &str,
+    run_id: &str,
+    task: &str,
+    n: i64,
+) -> Vec<i64> {
+    let mut v = Vec::new();
+    for attempt in 1..=n {
+        let lines = store.logs(dag, run_id, task, attempt).await.unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|(_, m)| m == &format!("attempt {attempt} started")),
+            "{lines:?}"
+        );
+        v.push(store.log_times(dag, run_id, task, attempt).await.unwrap()[0]);
+    }
+    v
+}
+
+// ---------------------------------------------------------------------
+// 1. Runs on schedule, with catchup creating exactly the missed intervals.
+
+const EVERY_2S: &str = r#"
+schedule = "*/2 * * * * *"
+start = "$START"
+catchup = true
+max_active_runs = 2
+
+[tasks.events]
+extract = "logs"
+path = "$DIR/data/events.jsonl"
+format = "jsonl"
+
+[tasks.out]
+load = "parquet"
+input = "events"
+url = "file://$DIR/out/{{ ts_nodash }}/"
+"#;
+
+async fn schedules_with_catchup(backend: Backend) {
+    let env = Env::new(backend, "");
+    write_jsonl(&env.path().join("data/events.jsonl"), 50);
+    // Ten seconds ago, on an even second: five intervals are already over.
+    let now = Utc::now();
+    let start = (now - chrono::Duration::seconds(10))
+        .with_nanosecond(0)
+        .unwrap();
+    let start = start - chrono::Duration::seconds(i64::from(start.second() % 2));
+    env.write_job(
+        "every2s",
+        &EVERY_2S.replace("$START", &start.format("%Y-%m-%dT%H:%M:%S").to_string()),
+    );
+    let mut daemon = env.serve(1);
+    let store = env.store().await;
+    wait_for("eight successful runs", Duration::from_secs(60), || async {
+        let runs = store.recent_runs("every2s", 100).await.unwrap();
+        (runs.iter().filter(|r| r.state == "success").count() >= 8).then_some(())
+    })
+    .await;
+    let first_seen = now;
+    assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(1));
+    let mut runs = store.recent_runs("every2s", 100).await.unwrap();
+    runs.reverse();
+    assert!(runs.len() >= 8);
+    // Consecutive intervals from `start`, none missing, none twice.
+    for (i, r) in runs.iter().enumerate() {
+        let expected = start + chrono::Duration::seconds(2 * i as i64);
+        assert_eq!(from_micros(r.logical_date), expected, "run {i}: {r:?}");
+        assert_eq!(r.interval_end - r.interval_start, 2_000_000);
+        assert_eq!(r.run_type, "scheduled");
+    }
+    // The missed intervals were all created at the first scan; later ones
+    // when their interval ended, not before.
+    let first_created = runs[0].created_at;
+    for r in &runs {
+        let end: DateTime<Utc> = from_micros(r.interval_end);
+        assert!(
+            r.created_at >= r.interval_end,
+            "created before its interval ended: {r:?}"
+        );
+        if end <= first_seen {
+            assert!(
+                r.created_at - first_created < 1_500_000,
+                "missed interval made late: {r:?}"
+            );
+        } else {
+            assert!(
+                r.created_at - r.interval_end < 1_500_000,
+                "run made late: {r:?}"
+            );
+        }
+    }
+    // Each successful run published its own output.
+    for r in runs.iter().filter(|r| r.state == "success") {
+        let ts = from_micros(r.logical_date)
+            .format("%Y%m%dT%H%M%S")
+            .to_string();
+        let files = files_under(&env.path().join("out").join(&ts));
+        assert_eq!(
+            files.iter().filter(|f| f.ends_with(".parquet")).count(),
+            1,
+            "{ts}: {files:?}"
+        );
+        let t = ti(&store, "every2s", &r.run_id, "out").await.unwrap();
+        assert_eq!(
+            (t.state.as_str(), t.try_number, t.rows_out),
+            ("success", 1, Some(50))
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// 3. Retries with growing delays, retries exhausted, timeouts.
+
+const FLAKY: &str = r#"
+retries = 3
+retry_delay = "1s"
+[tasks.late]
+extract = "logs"
+path = "$DIR/late/*.jsonl"
+format = "jsonl"
+[tasks.late_out]
+load = "parquet"
+input = "late"
+url = "file://$DIR/out/flaky/"
+"#;
+
+const BROKEN: &str = r#"
+retries = 1
+retry_delay = "200ms"
+[tasks.missing]
+extract = "logs"
+path = "$DIR/never/*.jsonl"
+format = "jsonl"
+[tasks.missing_out]
+load = "parquet"
+input = "missing"
+url = "file://$DIR/out/broken/"
+"#;
+
+const SLOW: &str = r#"
+[tasks.big]
+extract = "logs"
+path = "$DIR/data/big.jsonl"
+format = "jsonl"
+[tasks.big_out]
+load = "parquet"
+input = "big"
+url = "file://$DIR/out/slow/"
+timeout = "20ms"
+"#;
+
+async fn retries_and_timeouts(backend: Backend) {
+    let env = Env::new(backend, "");
+    write_jsonl(&env.path().join("data/big.jsonl"), 300_000);
+    env.write_job("flaky", FLAKY);
+    env.write_job("broken", BROKEN);
+    env.write_job("slow", SLOW);
+    let mut daemon = env.serve(1);
+    for job in ["flaky", "broken", "slow"] {
+        let out = common::run(env.sluice().args(["trigger", job, "--date", "2026-11-24"]));
+        assert!(out.status.success());
+        assert!(
+            common::stdout(&out).contains("queued"),
+            "{}",
+            common::stdout(&out)
+        );
+    }
+    let store = env.store().await;
+    let run_id = |dag: &str| {
+        let store = store.clone();
+        let dag = dag.to_string();
+        async move {
+            store
+                .recent_runs(&dag, 1)
+                .await
+                .unwrap()
+                .pop()
+                .map(|r| r.run_id)
+        }
+    };
+    let flaky_run = wait_for("the flaky run", Duration::from_secs(20), || run_id("flaky")).await;
+    // After the second failure the input appears: the third attempt works.
+    wait_for("two failures", Duration::from_secs(30), || async {
+        ti(&store, "flaky", &flaky_run, "late_out")
+            .await
+            .filter(|t| t.failures == 2)
+    })
+    .await;
+    std::fs::create_dir_all(env.path().join("late")).unwrap();
+    write_jsonl(&env.path().join("late/a.jsonl"), 10);
+    let finished = |dag: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .recent_runs(dag, 1)
+                .await
+                .unwrap()
+                .pop()
+                .filter(|r| r.state == "success" || r.state == "failed")
+        }
+    };
+    let flaky = wait_for("flaky to finish", Duration::from_secs(30), || {
+        finished("flaky")
+    })
+    .await;
+    let broken = wait_for("broken to finish", Duration::from_secs(30), || {
+        finished("broken")
+    })
+    .await;
+    let slow = wait_for("slow to finish", Duration::from_secs(30), || {
+        finished("slow")
+    })
+    .await;
+    assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(1));
+
+    assert_eq!(flaky.state, "success");
+    let t = ti(&store, "flaky", &flaky.run_id, "late_out")
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.state.as_str(), t.try_number, t.failures),
+        ("success", 3, 2)
+    );
+    let starts = attempt_starts(&store, "flaky", &flaky.run_id, "late_out", 3).await;
+    let (d1, d2) = (starts[1] - starts[0], starts[2] - starts[1]);
+    assert!(d1 >= 750_000, "first retry after {d1} us");
+    assert!(d2 > d1, "delays must grow: {d1} then {d2} us");
+    assert_eq!(files_under(&env.path().join("out/flaky")).len(), 1);
+
+    assert_eq!(broken.state, "failed");
+    let t = ti(&store, "broken", &broken.run_id, "missing_out")
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.state.as_str(), t.try_number),
+        ("failed", 2),
+        "retries + 1 attempts"
+    );
+    assert!(
+        t.error.as_deref().unwrap_or("").contains("no files match"),
+        "{t:?}"
+    );
+    // The fused producer shares its load's fate.
+    let p = ti(&store, "broken", &broken.run_id, "missing")
+        .await
+        .unwrap();
+    assert_eq!(p.state, "failed");
+
+    assert_eq!(slow.state, "failed");
+    let t = ti(&store, "slow", &slow.run_id, "big_out").await.unwrap();
+    assert!(
+        t.error.as_deref().unwrap_or("").contains("timed out"),
+        "{t:?}"
+    );
+    let published: Vec<String> = files_under(&env.path().join("out/slow"));
+    assert!(
+        published.is_empty(),
+        "a timed-out load published {published:?}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// 4. kill -9 mid-run, then restart: nothing lost, nothing run twice.
+
+const CHAIN: &str = r#"
+[tasks.small]
+extract = "logs"
+path = "$DIR/data/small.jsonl"
+format = "jsonl"
+[tasks.small_out]
+load = "parquet"
+input = "small"
+url = "file://$DIR/out/small/"
+
+[tasks.events]
+extract = "logs"
+path = "$DIR/data/big.jsonl"
+format = "jsonl"
+depends_on = ["small_out"]
+
+[tasks.per_user]
+transform = "SELECT user, count(*) AS hits, sum(bytes) AS bytes FROM events GROUP BY user"
+
+[tasks.per_user_out]
+load = "parquet"
+input = "per_user"
+url = "file://$DIR/out/per_user/"
+
+[tasks.events_out]
+load = "parquet"
+input = "events"
+url = "file://$DIR/out/events/"
+"#;
+
+async fn kill_and_restart(backend: Backend) {
+    let env = Env::new(backend, "");
+    let rows = 400_000;
+    write_jsonl(&env.path().join("data/big.jsonl"), rows);
+    write_jsonl(&env.path().join("data/small.jsonl"), 10);
+    env.write_job("chain", CHAIN);
+    let out = common::run(
+        env.sluice()
+            .args(["trigger", "chain", "--date", "2026-11-24"]),
+    );
+    assert!(out.status.success());
+    let store = env.store().await;
+    let run_id = store.recent_runs("chain", 1).await.unwrap()[0]
+        .run_id
+        .clone();
+    let mut daemon = env.serve(1);
+    // Kill it while the big extract is running.
+    wait_for("events to be running", Duration::from_secs(30), || async {
+        ti(&store, "chain", &run_id, "events")
+            .await
+            .filter(|t| t.state == "running")
+    })
+    .await;
+    stop(&mut daemon, "-KILL");
+    let small_before = ti(&store, "chain", &run_id, "small_out").await.unwrap();
+    assert_eq!(
+        small_before.state, "success",
+        "small_out finished before the kill"
+    );
+    let interrupted = ti(&store, "chain", &run_id, "events").await.unwrap();
+    assert_eq!(interrupted.state, "running", "the kill left events running");
+
+    let mut daemon = env.serve(2);
+    let run = wait_for("the run to finish", Duration::from_secs(60), || async {
+        store
+            .run("chain", &run_id)
+            .await
+            .unwrap()
+            .filter(|r| r.state == "success" || r.state == "failed")
+    })
+    .await;
+    assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(2));
+    assert_eq!(run.state, "success", "{}", env.log(2));
+    for t in store.task_instances("chain", &run_id).await.unwrap() {
+        assert_eq!(t.state, "success", "{t:?}");
+    }
+    // small_out ran once: the restart did not run it again.
+    let small = ti(&store, "chain", &run_id, "small_out").await.unwrap();
+    assert_eq!(small.try_number, 1);
+    assert_eq!(small.ended_at, small_before.ended_at);
+    assert!(
+        !env.log(2).contains("\"task\":\"small_out\""),
+        "small_out ran again"
+    );
+    // The interrupted one ran again, and its attempt before the kill does
+    // not count as a failure.
+    let events = ti(&store, "chain", &run_id, "events").await.unwrap();
+    assert_eq!((events.try_number, events.failures), (2, 0));
+    // Outputs hold each row once.
+    let count = |dir: &str| {
+        common::python_script(
+            "import sys, pyarrow.dataset as ds; print(ds.dataset(sys.argv[1], format='parquet').count_rows())",
+            &[&env.path().join("out").join(dir).display().to_string()],
+        )
+        .trim()
+        .parse::<usize>()
+        .unwrap()
+    };
+    assert_eq!(count("events"), rows);
+    assert_eq!(count("per_user"), 97);
+    assert_eq!(count("small"), 10);
+    // The run's staging is gone after success.
+    assert!(files_under(&env.path().join("staging")).is_empty());
+}
+
+// ---------------------------------------------------------------------
+// SIGTERM: running tasks get the grace period, the rest go back.
+
+async fn sigterm_requeues_what_does_not_finish(backend: Backend) {
+    let env = Env::new(backend, "shutdown_grace = \"1ms\"\n");
+    write_jsonl(&env.path().join("data/big.jsonl"), 400_000);
+    write_jsonl(&env.path().join("data/small.jsonl"), 10);
+    env.write_job("chain", CHAIN);
+    common::run(
+        env.sluice()
+            .args(["trigger", "chain", "--date", "2026-11-24"]),
+    );
+    let store = env.store().await;
+    let run_id = store.recent_runs("chain", 1).await.unwrap()[0]
+        .run_id
+        .clone();
+    let mut daemon = env.serve(1);
+    wait_for("events to be running", Duration::from_secs(30), || async {
+        ti(&store, "chain", &run_id, "events")
+            .await
+            .filter(|t| t.state == "running")
+    })
+    .await;
+    let t0 = Instant::now();
+    assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(1));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let events = ti(&store, "chain", &run_id, "events").await.unwrap();
+    assert_eq!(
+        events.state, "scheduled",
+        "put back for the next process: {events:?}"
+    );
+    assert!(env.log(1).contains("it will run again"), "{}", env.log(1));
+}
+
+// ---------------------------------------------------------------------
+// 6. An invalid edit keeps the last valid version running.
+
+async fn invalid_edit_keeps_last_valid_version(backend: Backend) {
+    let env = Env::new(backend, "");
+    write_jsonl(&env.path().join("data/events.jsonl"), 5);
+    let start = (Utc::now() - chrono::Duration::seconds(4)).format("%Y-%m-%dT%H:%M:%S");
+    let good = EVERY_2S
+        .replace("$START", &start.to_string())
+        .replace("catchup = true", "catchup = false");
+    env.write_job("every2s", &good);
+    let mut daemon = env.serve(1);
+    let store = env.store().await;
+    wait_for("a run", Duration::from_secs(30), || async {
+        let runs = store.recent_runs("every2s", 100).await.unwrap();
+        runs.iter().any(|r| r.state == "success").then_some(())
+    })
+    .await;
+    // A typo in a key: the file no longer loads.
+    env.write_job(
+        "every2s",
+        &good.replace("format = \"jsonl\"", "fromat = \"jsonl\""),
+    );
+    let error = wait_for(
+        "the error to be recorded",
+        Duration::from_secs(20),
+        || async { store.job_error("every2s").await.unwrap() },
+    )
+    .await;
+    assert!(error.contains("tasks.events.fromat"), "{error}");
+    assert!(error.contains("every2s.toml"), "{error}");
+    let before = store.recent_runs("every2s", 1000).await.unwrap().len();
+    // The last valid version keeps running on schedule.
+    wait_for(
+        "more runs after the bad edit",
+        Duration::from_secs(20),
+        || async {
+            let runs = store.recent_runs("every2s", 1000).await.unwrap();
+            (runs.iter().filter(|r| r.state == "success").count() > before + 1).then_some(())
+        },
+    )
+    .await;
+    let log = env.log(1);
+    assert!(log.contains("job file not loaded"), "{log}");
+    assert!(log.contains("fromat"), "{log}");
+    // Fixing the file clears the error.
+    env.write_job(
+        "every2s",
+        &good.replace("max_active_runs = 2", "max_active_runs = 3"),
+    );
+    wait_for("the error to clear", Duration::from_secs(20), || async {
+        store
+            .job_error("every2s")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0));
+}
+
+// ---------------------------------------------------------------------
+// Sensors poke on their interval without holding a worker slot.
+
+const WAITS: &str = r#"
+[tasks.ready]
+sensor = "object_exists"
+url = "file://$DIR/flags/{{ ds }}/_SUCCESS"
+poke_interval = "200ms"
+timeout = "1m"
+[tasks.after]
+check = "SELECT true"
+depends_on = ["ready"]
+"#;
+
+const GIVES_UP: &str = r#"
+[tasks.never]
+sensor = "object_exists"
+url = "file://$DIR/flags/never"
+poke_interval = "100ms"
+timeout = "1s"
+"#;
+
+async fn sensors_wait_without_a_worker(backend: Backend) {
+    // One worker: if a waiting sensor held it, nothing else could run.
+    let env = Env::new(backend, "").with_workers(1);
+    write_jsonl(&env.path().join("data/small.jsonl"), 10);
+    env.write_job("waits", WAITS);
+    env.write_job("gives_up", GIVES_UP);
+    env.write_job("chain", CHAIN.replace("big.jsonl", "small.jsonl").as_str());
+    let mut daemon = env.serve(1);
+    for job in ["waits", "gives_up", "chain"] {
+        assert!(
+            common::run(env.sluice().args(["trigger", job, "--date", "2026-11-24"]))
+                .status
+                .success()
+        );
+    }
+    let store = env.store().await;
+    let done = |dag: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .recent_runs(dag, 1)
+                .await
+                .unwrap()
+                .pop()
+                .filter(|r| r.state == "success" || r.state == "failed")
+        }
+    };
+    // The other job finishes while the sensor still waits.
+    let chain = wait_for("chain to finish", Duration::from_secs(30), || done("chain")).await;
+    assert_eq!(chain.state, "success");
+    let waits = store.recent_runs("waits", 1).await.unwrap().pop().unwrap();
+    assert_eq!(waits.state, "running");
+    let sensor = ti(&store, "waits", &waits.run_id, "ready").await.unwrap();
+    assert!(
+        sensor.state == "up_for_reschedule" || sensor.state == "running",
+        "{sensor:?}"
+    );
+    // The sensor that never sees its object fails at its timeout, once.
+    let gave_up = wait_for("gives_up to fail", Duration::from_secs(30), || {
+        done("gives_up")
+    })
+    .await;
+    assert_eq!(gave_up.state, "failed");
+    let t = ti(&store, "gives_up", &gave_up.run_id, "never")
+        .await
+        .unwrap();
+    assert!(
+        t.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("sensor timed out after 1s"),
+        "{t:?}"
+    );
+    assert_eq!(t.try_number, 1, "pokes are one attempt");
+    // The flag appears: the sensor succeeds and its downstream runs.
+    std::fs::create_dir_all(env.path().join("flags/2026-11-24")).unwrap();
+    std::fs::write(env.path().join("flags/2026-11-24/_SUCCESS"), "").unwrap();
+    let waits = wait_for("waits to finish", Duration::from_secs(30), || done("waits")).await;
+    assert_eq!(waits.state, "success");
+    assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0));
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),*) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    schedules_with_catchup,
+    retries_and_timeouts,
+    kill_and_restart,
+    sigterm_requeues_what_does_not_finish,
+    invalid_edit_keeps_last_valid_version,
+    sensors_wait_without_a_worker
+);
