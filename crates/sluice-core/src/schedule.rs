@@ -268,7 +268,7 @@ mod tests {
         let s = Schedule::parse("0 2 * * *").unwrap();
         let start = tz.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
         let now = tz.with_ymd_and_hms(2026, 11, 5, 3, 0, 0).unwrap();
-        let due = plan(&s, start.clone(), true).due(None, &now, 100);
+        let due = plan(&s, start, true).due(None, &now, 100);
         let starts: Vec<String> = due.iter().map(|i| i.start.to_rfc3339()).collect();
         assert_eq!(
             starts,
@@ -289,12 +289,8 @@ mod tests {
             tz.with_ymd_and_hms(2026, 11, 5, 2, 0, 0).unwrap()
         );
         // Nothing is due twice, and the limit holds back the rest.
-        let last = due.last().unwrap().start.clone();
-        assert!(
-            plan(&s, start.clone(), true)
-                .due(Some(&last), &now, 100)
-                .is_empty()
-        );
+        let last = due.last().unwrap().start;
+        assert!(plan(&s, start, true).due(Some(&last), &now, 100).is_empty());
         assert_eq!(plan(&s, start, true).due(None, &now, 2).len(), 2);
     }
 
@@ -369,11 +365,7 @@ mod tests {
             assert_eq!(due.len(), expected, "{day:?}: {due:?}");
             for w in due.windows(2) {
                 assert_eq!(w[0].end, w[1].start);
-                assert_eq!(
-                    (w[0].end.clone() - w[0].start.clone()).num_minutes(),
-                    60,
-                    "{w:?}"
-                );
+                assert_eq!((w[0].end - w[0].start).num_minutes(), 60, "{w:?}");
             }
         }
     }

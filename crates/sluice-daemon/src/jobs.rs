@@ -24,6 +24,9 @@ pub struct Changes {
 /// Checks a parsed job beyond its own file (SQL plans, connections).
 pub type Validator = Box<dyn Fn(&Job) -> Result<(), String> + Send + Sync>;
 
+/// Looks up environment variables for `${VAR}` in job files.
+pub type Env = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 struct Loaded {
     /// The file text the job came from.
     text: String,
@@ -32,18 +35,14 @@ struct Loaded {
 
 pub struct JobSet {
     dir: PathBuf,
-    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: Env,
     validator: Validator,
     files: BTreeMap<PathBuf, Loaded>,
     jobs: HashMap<String, Arc<Job>>,
 }
 
 impl JobSet {
-    pub fn new(
-        dir: PathBuf,
-        env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
-        validator: Validator,
-    ) -> JobSet {
+    pub fn new(dir: PathBuf, env: Env, validator: Validator) -> JobSet {
         JobSet {
             dir,
             env,
