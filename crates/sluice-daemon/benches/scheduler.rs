@@ -116,7 +116,7 @@ async fn bench(state: &str, dir: &Path, shape: &str, runs: usize) -> Result_ {
         keys.push((run.dag.clone(), run.run_id.clone()));
     }
     let opts = Options {
-        workers: 64,
+        workers: 1024,
         schedule: false,
         only: Some(keys.clone()),
         ..Options::default()

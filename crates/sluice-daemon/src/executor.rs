@@ -13,7 +13,7 @@ use crate::clock::{Clock, from_micros, micros};
 use crate::error::Result;
 use crate::jobs::JobSet;
 use crate::retry::retry_delay;
-use crate::state::{NewRun, RunRow, StateStore, TaskInstanceRow, TiUpdate};
+use crate::state::{NewRun, Op, RunRow, StateStore, TaskInstanceRow, TiUpdate};
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use futures::future::BoxFuture;
@@ -188,6 +188,8 @@ pub struct Daemon {
     ready_since: HashMap<(String, String, String), Instant>,
     last_heartbeat: Option<DateTime<Utc>>,
     log_seq: i64,
+    /// Writes not yet sent to the state store; see [`Daemon::flush`].
+    pending: Vec<Op>,
     pub stats: Stats,
 }
 
@@ -212,6 +214,7 @@ impl Daemon {
             ready_since: HashMap::new(),
             last_heartbeat: None,
             log_seq: 0,
+            pending: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -460,15 +463,12 @@ impl Daemon {
             .collect();
         keys.sort();
         for (_, key) in keys {
-            let ready = self.ready_units(&key, now, &mut wake).await?;
-            for unit in ready {
-                if self.running.len() >= self.opts.workers {
-                    break;
-                }
-                self.start(&key, &unit, now).await?;
-            }
+            let mut ready = self.ready_units(&key, now, &mut wake).await?;
+            ready.truncate(self.opts.workers.saturating_sub(self.running.len()));
+            self.start_many(&key, &ready, now).await?;
             self.maybe_finish(&key).await?;
         }
+        self.flush().await?;
         Ok(wake.map(|w| {
             let ahead = (w - self.clock.now()).to_std().unwrap_or_default();
             Instant::now() + ahead
@@ -573,62 +573,61 @@ impl Daemon {
             ready.push(unit.clone());
         }
         for task in upstream_failed {
-            self.store
-                .set_state(&key.0, &key.1, &task, "upstream_failed")
-                .await?;
+            self.pending.push(Op::SetState {
+                dag: key.0.clone(),
+                run_id: key.1.clone(),
+                task,
+                state: "upstream_failed".into(),
+            });
         }
         Ok(ready)
     }
 
     /// Claims and spawns one unit.
-    async fn start(
+    async fn start_many(
         &mut self,
         key: &(String, String),
-        unit: &str,
+        units: &[String],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let run = self.active.get_mut(key).expect("active");
-        let members = run.units.members(unit);
-        let from = run.tis[unit].state.clone();
-        // A sensor's pokes are one attempt, however many there are.
-        let bump = from != "up_for_reschedule";
-        if !self
+        if units.is_empty() {
+            return Ok(());
+        }
+        let run = self.active.get(key).expect("active");
+        let tasks: Vec<String> = units.iter().flat_map(|u| run.units.members(u)).collect();
+        // What finished is written in the same transaction, before what
+        // it made ready is claimed.
+        let ops = std::mem::take(&mut self.pending);
+        let claimed: HashSet<String> = self
             .store
-            .claim(
-                &key.0,
-                &key.1,
-                unit,
-                &from,
-                bump,
+            .apply_and_claim(
+                &ops,
+                (&key.0, &key.1),
+                &tasks,
                 &self.opts.worker_id,
                 micros(now),
             )
             .await?
-        {
-            // Another replica took it; learn its state on the next scan.
-            if let Some(ti) = run.tis.get_mut(unit) {
+            .into_iter()
+            .collect();
+        for unit in units {
+            if claimed.contains(unit) {
+                self.start(key, unit, now);
+            } else if let Some(ti) = self.active.get_mut(key).and_then(|r| r.tis.get_mut(unit)) {
+                // Another replica took it; its state comes with the next scan.
                 ti.state = "running".into();
             }
-            return Ok(());
         }
+        Ok(())
+    }
+
+    /// Spawns one claimed unit.
+    fn start(&mut self, key: &(String, String), unit: &str, now: DateTime<Utc>) {
+        let run = self.active.get_mut(key).expect("active");
+        let members = run.units.members(unit);
+        // A sensor's pokes are one attempt, however many there are.
+        let bump = run.tis[unit].state != "up_for_reschedule";
         for m in &members {
-            if m != unit {
-                let from = run
-                    .tis
-                    .get(m)
-                    .map_or("scheduled".to_string(), |t| t.state.clone());
-                self.store
-                    .claim(
-                        &key.0,
-                        &key.1,
-                        m,
-                        &from,
-                        bump,
-                        &self.opts.worker_id,
-                        micros(now),
-                    )
-                    .await?;
-            }
             if let Some(ti) = run.tis.get_mut(m) {
                 ti.state = "running".into();
                 if bump {
@@ -663,8 +662,7 @@ impl Daemon {
                 &attempt,
                 "info",
                 &format!("attempt {} started", attempt.attempt),
-            )
-            .await;
+            );
         }
         // The unit's timeout is its tightest member's.
         let timeout = attempt
@@ -695,7 +693,6 @@ impl Daemon {
             }
         });
         self.in_flight.insert(handle.id(), attempt);
-        Ok(())
     }
 
     async fn joined(
@@ -784,8 +781,7 @@ impl Daemon {
                     a,
                     "info",
                     &format!("succeeded in {:.3}s", done.elapsed.as_secs_f64()),
-                )
-                .await;
+                );
                 let update = TiUpdate {
                     state: "success".into(),
                     failures,
@@ -813,12 +809,11 @@ impl Daemon {
                             a,
                             "error",
                             &format!("failed: {message}; retrying in {}", humanize(*delay)),
-                        )
-                        .await;
+                        );
                     }
                     None => {
                         tracing::error!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, "task failed");
-                        self.log(a, "error", &format!("failed: {message}")).await;
+                        self.log(a, "error", &format!("failed: {message}"));
                     }
                 }
                 let update = TiUpdate {
@@ -855,7 +850,12 @@ impl Daemon {
                 u.bad_records = Some(c.bad as i64);
                 u.bytes_written = Some(c.bytes as i64);
             }
-            self.store.finish(&key.0, &key.1, m, &u).await?;
+            self.pending.push(Op::Finish {
+                dag: key.0.clone(),
+                run_id: key.1.clone(),
+                task: m.clone(),
+                update: u.clone(),
+            });
             if let Some(ti) = self.active.get_mut(key).and_then(|r| r.tis.get_mut(m)) {
                 ti.state = u.state.clone();
                 ti.failures = u.failures;
@@ -891,6 +891,8 @@ impl Daemon {
             "failed"
         };
         let now = self.clock.now();
+        self.flush().await?;
+        let run = self.active.get(key).expect("active");
         if self
             .store
             .move_run(&key.0, &key.1, "running", state, micros(now))
@@ -911,7 +913,7 @@ impl Daemon {
     /// period, then cancels the rest and puts them back to be run again.
     async fn drain(&mut self) -> Result<()> {
         if self.running.is_empty() {
-            return Ok(());
+            return self.flush().await;
         }
         tracing::info!(running = self.running.len(), grace = %humanize(self.opts.shutdown_grace), "stopping: waiting for running tasks");
         let mut deadline = tokio::time::Instant::now() + self.opts.shutdown_grace;
@@ -937,6 +939,7 @@ impl Daemon {
                 Err(_) => break,
             }
         }
+        self.flush().await?;
         let left: Vec<Attempt> = self.in_flight.drain().map(|(_, a)| a).collect();
         for a in &left {
             self.put_back(a).await?;
@@ -946,6 +949,7 @@ impl Daemon {
 
     /// Returns an attempt stopped by shutdown to the queue.
     async fn put_back(&mut self, a: &Attempt) -> Result<()> {
+        self.flush().await?;
         for m in &a.members {
             self.store.requeue(&a.dag, &a.run_id, m).await?;
         }
@@ -953,27 +957,32 @@ impl Daemon {
         Ok(())
     }
 
-    /// Appends a line to an attempt's log in the state store. A failure to
-    /// log is reported but does not fail the task.
-    async fn log(&mut self, a: &Attempt, level: &str, message: &str) {
+    /// Appends a line to an attempt's log (written with the next batch).
+    fn log(&mut self, a: &Attempt, level: &str, message: &str) {
         let now = micros(self.clock.now());
         // Sequence numbers grow across restarts too.
         self.log_seq = (self.log_seq + 1).max(now);
         for m in &a.members {
-            if let Err(e) = self
-                .store
-                .log(
-                    (&a.dag, &a.run_id, m, a.attempt),
-                    self.log_seq,
-                    now,
-                    level,
-                    message,
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "could not write the task log");
-            }
+            self.pending.push(Op::Log {
+                dag: a.dag.clone(),
+                run_id: a.run_id.clone(),
+                task: m.clone(),
+                attempt: a.attempt,
+                seq: self.log_seq,
+                at: now,
+                level: level.to_string(),
+                message: message.to_string(),
+            });
         }
+    }
+
+    /// Writes the batched task instance changes and log lines.
+    async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut self.pending);
+        self.store.apply(&ops).await
     }
 }
 

@@ -58,7 +58,6 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             heartbeat BIGINT,
             PRIMARY KEY (dag, run_id, task)
         )",
-        "CREATE INDEX task_instances_by_state ON task_instances (state)",
         "CREATE TABLE task_logs (
             dag TEXT NOT NULL,
             run_id TEXT NOT NULL,

@@ -71,6 +71,121 @@ pub struct TiUpdate {
     pub error: Option<String>,
 }
 
+/// A write the executor batches: many go to the store in one round trip.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// The end of an attempt.
+    Finish {
+        dag: String,
+        run_id: String,
+        task: String,
+        update: TiUpdate,
+    },
+    /// A state set outright (upstream_failed).
+    SetState {
+        dag: String,
+        run_id: String,
+        task: String,
+        state: String,
+    },
+    /// One line of a task attempt's log.
+    Log {
+        dag: String,
+        run_id: String,
+        task: String,
+        attempt: i64,
+        seq: i64,
+        at: i64,
+        level: String,
+        message: String,
+    },
+}
+
+/// A string as an SQL literal. Both SQLite and PostgreSQL (with its
+/// default standard_conforming_strings) read '' as one quote and nothing
+/// else as special; NUL, which PostgreSQL text cannot hold, is dropped.
+fn lit(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\0' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn lit_opt_str(s: &Option<String>) -> String {
+    s.as_deref().map_or("NULL".to_string(), lit)
+}
+
+fn lit_opt_int(v: Option<i64>) -> String {
+    v.map_or("NULL".to_string(), |v| v.to_string())
+}
+
+impl Op {
+    fn sql(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match self {
+            Op::Finish {
+                dag,
+                run_id,
+                task,
+                update: u,
+            } => writeln!(
+                out,
+                "UPDATE task_instances SET state = {}, failures = {}, next_try_at = {}, ended_at = {}, rows_in = {}, rows_out = {}, bad_records = {}, bytes_written = {}, error = {}, worker = NULL WHERE dag = {} AND run_id = {} AND task = {};",
+                lit(&u.state),
+                u.failures,
+                lit_opt_int(u.next_try_at),
+                lit_opt_int(u.ended_at),
+                lit_opt_int(u.rows_in),
+                lit_opt_int(u.rows_out),
+                lit_opt_int(u.bad_records),
+                lit_opt_int(u.bytes_written),
+                lit_opt_str(&u.error),
+                lit(dag),
+                lit(run_id),
+                lit(task)
+            ),
+            Op::SetState {
+                dag,
+                run_id,
+                task,
+                state,
+            } => writeln!(
+                out,
+                "UPDATE task_instances SET state = {} WHERE dag = {} AND run_id = {} AND task = {};",
+                lit(state),
+                lit(dag),
+                lit(run_id),
+                lit(task)
+            ),
+            Op::Log {
+                dag,
+                run_id,
+                task,
+                attempt,
+                seq,
+                at,
+                level,
+                message,
+            } => writeln!(
+                out,
+                "INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message) VALUES ({}, {}, {}, {attempt}, {seq}, {at}, {}, {}) ON CONFLICT DO NOTHING;",
+                lit(dag),
+                lit(run_id),
+                lit(task),
+                lit(level),
+                lit(message)
+            ),
+        };
+    }
+}
+
 const RUN_COLUMNS: &str = "dag, run_id, logical_date, interval_start, interval_end, run_type, state, params, created_at, started_at, ended_at, sla_missed";
 const TI_COLUMNS: &str = "dag, run_id, task, state, try_number, failures, next_try_at, first_try_at, started_at, ended_at, rows_in, rows_out, bad_records, bytes_written, error";
 
@@ -353,78 +468,62 @@ impl StateStore {
             .collect()
     }
 
-    /// Claims a task instance for `worker` if it is still in `from`: the
-    /// conditional update is what keeps two replicas from both running it.
-    /// `new_attempt` is false for a sensor's later pokes.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn claim(
+    /// Applies `ops` in one transaction and one round trip: the executor
+    /// finishes hundreds of no-op tasks a second, and a statement each
+    /// would spend its time waiting on the database.
+    pub async fn apply(&self, ops: &[Op]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut sql = String::from("BEGIN;\n");
+        for op in ops {
+            op.sql(&mut sql);
+        }
+        sql.push_str("COMMIT;\n");
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Applies `ops`, then claims for `worker` those of `tasks` (of one
+    /// run) still waiting to run, in one transaction and one round trip;
+    /// returns the tasks it got. The conditional update is what keeps two
+    /// processes from both running a task. A sensor's later pokes
+    /// (up_for_reschedule) are not new attempts.
+    pub async fn apply_and_claim(
         &self,
-        dag: &str,
-        run_id: &str,
-        task: &str,
-        from: &str,
-        new_attempt: bool,
+        ops: &[Op],
+        (dag, run_id): (&str, &str),
+        tasks: &[String],
         worker: &str,
         now: i64,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE task_instances SET state = 'running', try_number = try_number + $1, started_at = $2,
-                 first_try_at = COALESCE(first_try_at, $3), worker = $4, heartbeat = $5, next_try_at = NULL
-             WHERE dag = $6 AND run_id = $7 AND task = $8 AND state = $9",
-        )
-        .bind(i64::from(new_attempt))
-        .bind(now)
-        .bind(now)
-        .bind(worker)
-        .bind(now)
-        .bind(dag)
-        .bind(run_id)
-        .bind(task)
-        .bind(from)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Records the end of an attempt this worker ran.
-    pub async fn finish(&self, dag: &str, run_id: &str, task: &str, u: &TiUpdate) -> Result<()> {
-        sqlx::query(
-            "UPDATE task_instances SET state = $1, failures = $2, next_try_at = $3, ended_at = $4,
-                 rows_in = $5, rows_out = $6, bad_records = $7, bytes_written = $8, error = $9, worker = NULL
-             WHERE dag = $10 AND run_id = $11 AND task = $12",
-        )
-        .bind(&u.state)
-        .bind(u.failures)
-        .bind(u.next_try_at)
-        .bind(u.ended_at)
-        .bind(u.rows_in)
-        .bind(u.rows_out)
-        .bind(u.bad_records)
-        .bind(u.bytes_written)
-        .bind(&u.error)
-        .bind(dag)
-        .bind(run_id)
-        .bind(task)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Sets a task instance's state outright (upstream_failed, removed).
-    pub async fn set_state(&self, dag: &str, run_id: &str, task: &str, state: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE task_instances SET state = $1 WHERE dag = $2 AND run_id = $3 AND task = $4",
-        )
-        .bind(state)
-        .bind(dag)
-        .bind(run_id)
-        .bind(task)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
+    ) -> Result<Vec<String>> {
+        let mut sql = String::from("BEGIN;\n");
+        for op in ops {
+            op.sql(&mut sql);
+        }
+        let list: Vec<String> = tasks.iter().map(|t| lit(t)).collect();
+        sql.push_str(&format!(
+            "UPDATE task_instances SET state = 'running',
+                 try_number = try_number + CASE WHEN state = 'up_for_reschedule' THEN 0 ELSE 1 END,
+                 started_at = {now}, first_try_at = COALESCE(first_try_at, {now}), worker = {}, heartbeat = {now}, next_try_at = NULL
+             WHERE dag = {} AND run_id = {} AND state IN ('scheduled', 'up_for_retry', 'up_for_reschedule')
+                 AND task IN ({})
+             RETURNING task;\nCOMMIT;\n",
+            lit(worker),
+            lit(dag),
+            lit(run_id),
+            list.join(", ")
+        ));
+        let rows = sqlx::raw_sql(AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(|e| self.err(e)))
+            .collect()
     }
 
     /// Keeps this worker's running task instances from looking abandoned.
@@ -464,33 +563,6 @@ impl StateStore {
         .bind(dag)
         .bind(run_id)
         .bind(task)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Appends one line to a task attempt's log.
-    pub async fn log(
-        &self,
-        (dag, run_id, task, attempt): (&str, &str, &str, i64),
-        seq: i64,
-        at: i64,
-        level: &str,
-        message: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(dag)
-        .bind(run_id)
-        .bind(task)
-        .bind(attempt)
-        .bind(seq)
-        .bind(at)
-        .bind(level)
-        .bind(message)
         .execute(self.pool())
         .await
         .map_err(|e| self.err(e))?;
