@@ -139,6 +139,12 @@ struct ActiveRun {
     units: Arc<Units>,
     ctx: Arc<RunContext>,
     tis: HashMap<String, TaskInstanceRow>,
+    /// Something changed (an attempt ended, the store was read again, or
+    /// ready units waited for a worker): look for ready units. A clean run
+    /// is skipped, so a pass costs only the runs that moved.
+    dirty: bool,
+    /// When the next waiting unit (a retry, a sensor's poke) comes due.
+    wake_at: Option<DateTime<Utc>>,
 }
 
 /// What a spawned attempt is about.
@@ -407,6 +413,7 @@ impl Daemon {
                     if let Some(tis) = tis {
                         active.tis = tis.into_iter().map(|t| (t.task.clone(), t)).collect();
                     }
+                    active.dirty = true;
                 }
                 None => {
                     let run = ActiveRun {
@@ -419,6 +426,8 @@ impl Daemon {
                             .into_iter()
                             .map(|t| (t.task.clone(), t))
                             .collect(),
+                        dirty: true,
+                        wake_at: None,
                     };
                     self.active.insert(key, run);
                 }
@@ -463,8 +472,25 @@ impl Daemon {
             .collect();
         keys.sort();
         for (_, key) in keys {
-            let mut ready = self.ready_units(&key, now, &mut wake).await?;
-            ready.truncate(self.opts.workers.saturating_sub(self.running.len()));
+            let run = self.active.get(&key).expect("active");
+            if !run.dirty && run.wake_at.is_none_or(|w| w > now) {
+                if let Some(w) = run.wake_at {
+                    wake = Some(wake.map_or(w, |x| x.min(w)));
+                }
+                continue;
+            }
+            let mut run_wake = None;
+            let mut ready = self.ready_units(&key, now, &mut run_wake).await?;
+            let free = self.opts.workers.saturating_sub(self.running.len());
+            let waiting_for_workers = ready.len() > free;
+            ready.truncate(free);
+            if let Some(run) = self.active.get_mut(&key) {
+                run.dirty = waiting_for_workers;
+                run.wake_at = run_wake;
+            }
+            if let Some(w) = run_wake {
+                wake = Some(wake.map_or(w, |x| x.min(w)));
+            }
             self.start_many(&key, &ready, now).await?;
             self.maybe_finish(&key).await?;
         }
@@ -508,6 +534,7 @@ impl Daemon {
                 tracing::info!(dag = %key.0, run = %key.1, "run started");
                 let tis = self.store.task_instances(&key.0, &key.1).await?;
                 run.tis = tis.into_iter().map(|t| (t.task.clone(), t)).collect();
+                run.dirty = true;
             }
         }
         Ok(())
@@ -856,6 +883,9 @@ impl Daemon {
                 task: m.clone(),
                 update: u.clone(),
             });
+            if let Some(run) = self.active.get_mut(key) {
+                run.dirty = true;
+            }
             if let Some(ti) = self.active.get_mut(key).and_then(|r| r.tis.get_mut(m)) {
                 ti.state = u.state.clone();
                 ti.failures = u.failures;

@@ -49,13 +49,8 @@ pub async fn backfill(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<ExitCode> {
-    let job = match crate::cli::find_job(&config, name) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("{e:#}");
-            return Ok(ExitCode::from(1));
-        }
-    };
+    // A job that is missing or does not load: exit 1 with its error.
+    let job = crate::cli::find_job(&config, name)?;
     let store = StateStore::connect(&config.state).await?;
     let keys = service::create_backfill(&store, &job, from, to).await?;
     if keys.is_empty() {
@@ -92,13 +87,8 @@ pub async fn trigger(
     name: &str,
     date: Option<NaiveDate>,
 ) -> Result<ExitCode> {
-    let job = match crate::cli::find_job(&config, name) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("{e:#}");
-            return Ok(ExitCode::from(1));
-        }
-    };
+    // A job that is missing or does not load: exit 1 with its error.
+    let job = crate::cli::find_job(&config, name)?;
     let date = date.unwrap_or_else(|| Utc::now().with_timezone(&job.timezone).date_naive());
     let store = StateStore::connect(&config.state).await?;
     let (run_id, created) = service::trigger(&store, &job, date, None).await?;

@@ -8,7 +8,7 @@ mod common;
 use chrono::{DateTime, Timelike, Utc};
 use common::files_under;
 use sluice_daemon::clock::from_micros;
-use sluice_daemon::state::{StateStore, TaskInstanceRow};
+use sluice_daemon::state::{RunRow, StateStore, TaskInstanceRow};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -170,6 +170,16 @@ fn stop(child: &mut Child, signal: &str) -> std::process::ExitStatus {
     child.wait().expect("wait")
 }
 
+/// The latest run of `dag`, once it has finished.
+async fn finished_run(store: StateStore, dag: &'static str) -> Option<RunRow> {
+    store
+        .recent_runs(dag, 1)
+        .await
+        .unwrap()
+        .pop()
+        .filter(|r| r.state == "success" || r.state == "failed")
+}
+
 async fn ti(store: &StateStore, dag: &str, run_id: &str, task: &str) -> Option<TaskInstanceRow> {
     store
         .task_instances(dag, run_id)
@@ -190,13 +200,10 @@ async fn attempt_starts(
     let mut v = Vec::new();
     for attempt in 1..=n {
         let lines = store.logs(dag, run_id, task, attempt).await.unwrap();
-        assert!(
-            lines
-                .iter()
-                .any(|(_, m)| m == &format!("attempt {attempt} started")),
-            "{lines:?}"
-        );
-        v.push(store.log_times(dag, run_id, task, attempt).await.unwrap()[0]);
+        let started = lines
+            .iter()
+            .find(|(_, _, m)| m == &format!("attempt {attempt} started"));
+        v.push(started.unwrap_or_else(|| panic!("{lines:?}")).0);
     }
     v
 }
@@ -273,6 +280,19 @@ async fn schedules_with_catchup(backend: Backend) {
                 "run made late: {r:?}"
             );
         }
+    }
+    // max_active_runs = 2: five runs were queued at once, never more than
+    // two ran together.
+    for r in &runs {
+        let Some(t) = r.started_at else { continue };
+        let overlapping = runs
+            .iter()
+            .filter(|o| o.started_at.is_some_and(|s| s <= t) && o.ended_at.is_none_or(|e| e > t))
+            .count();
+        assert!(
+            overlapping <= 2,
+            "{overlapping} runs at once at {t}: {runs:?}"
+        );
     }
     // Each successful run published its own output.
     for r in runs.iter().filter(|r| r.state == "success") {
@@ -373,17 +393,7 @@ async fn retries_and_timeouts(backend: Backend) {
     .await;
     std::fs::create_dir_all(env.path().join("late")).unwrap();
     write_jsonl(&env.path().join("late/a.jsonl"), 10);
-    let finished = |dag: &'static str| {
-        let store = store.clone();
-        async move {
-            store
-                .recent_runs(dag, 1)
-                .await
-                .unwrap()
-                .pop()
-                .filter(|r| r.state == "success" || r.state == "failed")
-        }
-    };
+    let finished = |dag: &'static str| finished_run(store.clone(), dag);
     let flaky = wait_for("flaky to finish", Duration::from_secs(30), || {
         finished("flaky")
     })
@@ -477,9 +487,9 @@ input = "events"
 url = "file://$DIR/out/events/"
 "#;
 
-async fn kill_and_restart(backend: Backend) {
-    let env = Env::new(backend, "");
-    let rows = 400_000;
+/// Triggers the CHAIN job with `rows` events, starts the daemon, and
+/// returns once its big extract is running.
+async fn chain_with_events_running(env: &Env, rows: usize) -> (StateStore, String, Child) {
     write_jsonl(&env.path().join("data/big.jsonl"), rows);
     write_jsonl(&env.path().join("data/small.jsonl"), 10);
     env.write_job("chain", CHAIN);
@@ -492,14 +502,20 @@ async fn kill_and_restart(backend: Backend) {
     let run_id = store.recent_runs("chain", 1).await.unwrap()[0]
         .run_id
         .clone();
-    let mut daemon = env.serve(1);
-    // Kill it while the big extract is running.
+    let daemon = env.serve(1);
     wait_for("events to be running", Duration::from_secs(30), || async {
         ti(&store, "chain", &run_id, "events")
             .await
             .filter(|t| t.state == "running")
     })
     .await;
+    (store, run_id, daemon)
+}
+
+async fn kill_and_restart(backend: Backend) {
+    let env = Env::new(backend, "");
+    let rows = 400_000;
+    let (store, run_id, mut daemon) = chain_with_events_running(&env, rows).await;
     stop(&mut daemon, "-KILL");
     let small_before = ti(&store, "chain", &run_id, "small_out").await.unwrap();
     assert_eq!(
@@ -557,24 +573,7 @@ async fn kill_and_restart(backend: Backend) {
 
 async fn sigterm_requeues_what_does_not_finish(backend: Backend) {
     let env = Env::new(backend, "shutdown_grace = \"1ms\"\n");
-    write_jsonl(&env.path().join("data/big.jsonl"), 400_000);
-    write_jsonl(&env.path().join("data/small.jsonl"), 10);
-    env.write_job("chain", CHAIN);
-    common::run(
-        env.sluice()
-            .args(["trigger", "chain", "--date", "2026-11-24"]),
-    );
-    let store = env.store().await;
-    let run_id = store.recent_runs("chain", 1).await.unwrap()[0]
-        .run_id
-        .clone();
-    let mut daemon = env.serve(1);
-    wait_for("events to be running", Duration::from_secs(30), || async {
-        ti(&store, "chain", &run_id, "events")
-            .await
-            .filter(|t| t.state == "running")
-    })
-    .await;
+    let (store, run_id, mut daemon) = chain_with_events_running(&env, 400_000).await;
     let t0 = Instant::now();
     assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(1));
     assert!(t0.elapsed() < Duration::from_secs(10));
@@ -686,17 +685,7 @@ async fn sensors_wait_without_a_worker(backend: Backend) {
         );
     }
     let store = env.store().await;
-    let done = |dag: &'static str| {
-        let store = store.clone();
-        async move {
-            store
-                .recent_runs(dag, 1)
-                .await
-                .unwrap()
-                .pop()
-                .filter(|r| r.state == "success" || r.state == "failed")
-        }
-    };
+    let done = |dag: &'static str| finished_run(store.clone(), dag);
     // The other job finishes while the sensor still waits.
     let chain = wait_for("chain to finish", Duration::from_secs(30), || done("chain")).await;
     assert_eq!(chain.state, "success");

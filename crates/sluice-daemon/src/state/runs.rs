@@ -226,7 +226,24 @@ fn ti_row(r: &AnyRow) -> sqlx::Result<TaskInstanceRow> {
     })
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
 impl StateStore {
+    /// Runs `query` and decodes each row with `decode`.
+    async fn fetch<T>(
+        &self,
+        query: AnyQuery<'_>,
+        decode: fn(&AnyRow) -> sqlx::Result<T>,
+    ) -> Result<Vec<T>> {
+        let rows = query
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| decode(r).map_err(|e| self.err(e)))
+            .collect()
+    }
+
     /// Records a job file as loaded (error = None) or as failing to load.
     pub async fn upsert_job(
         &self,
@@ -251,15 +268,13 @@ impl StateStore {
 
     /// The load error recorded for a job, if its last edit did not load.
     pub async fn job_error(&self, name: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT error FROM jobs WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(match row {
-            Some(r) => r.try_get(0).map_err(|e| self.err(e))?,
-            None => None,
-        })
+        let errors: Vec<Option<String>> = self
+            .fetch(
+                sqlx::query("SELECT error FROM jobs WHERE name = $1").bind(name),
+                |r| r.try_get(0),
+            )
+            .await?;
+        Ok(errors.into_iter().next().flatten())
     }
 
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
@@ -274,13 +289,11 @@ impl StateStore {
 
     /// Names of the paused jobs.
     pub async fn paused_jobs(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM jobs WHERE paused <> 0")
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| r.try_get(0).map_err(|e| self.err(e)))
-            .collect()
+        self.fetch(
+            sqlx::query("SELECT name FROM jobs WHERE paused <> 0"),
+            |r| r.try_get(0),
+        )
+        .await
     }
 
     /// The logical date of the latest scheduled run of `dag`.
@@ -354,61 +367,55 @@ impl StateStore {
             .map(|s| format!("'{s}'"))
             .collect::<Vec<_>>()
             .join(", ");
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        self.fetch(
+            sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM dag_runs WHERE state IN ({list}) ORDER BY logical_date, dag"
-        )))
-        .fetch_all(self.pool())
+        ))),
+            run_row,
+        )
         .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| run_row(r).map_err(|e| self.err(e)))
-            .collect()
     }
 
     /// The most recent runs of `dag`, newest first.
     pub async fn recent_runs(&self, dag: &str, limit: i64) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        self.fetch(
+            sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = $1 ORDER BY logical_date DESC LIMIT $2"
         )))
         .bind(dag)
-        .bind(limit)
-        .fetch_all(self.pool())
+        .bind(limit),
+            run_row,
+        )
         .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| run_row(r).map_err(|e| self.err(e)))
-            .collect()
     }
 
     pub async fn run(&self, dag: &str, run_id: &str) -> Result<Option<RunRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = $1 AND run_id = $2"
-        )))
-        .bind(dag)
-        .bind(run_id)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        row.as_ref()
-            .map(run_row)
-            .transpose()
-            .map_err(|e| self.err(e))
+        Ok(self
+            .fetch(
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = $1 AND run_id = $2"
+                )))
+                .bind(dag)
+                .bind(run_id),
+                run_row,
+            )
+            .await?
+            .pop())
     }
 
     /// The run of `dag` for a logical date.
     pub async fn run_at(&self, dag: &str, logical_date: i64) -> Result<Option<RunRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = $1 AND logical_date = $2"
-        )))
-        .bind(dag)
-        .bind(logical_date)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        row.as_ref()
-            .map(run_row)
-            .transpose()
-            .map_err(|e| self.err(e))
+        Ok(self
+            .fetch(
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = $1 AND logical_date = $2"
+                )))
+                .bind(dag)
+                .bind(logical_date),
+                run_row,
+            )
+            .await?
+            .pop())
     }
 
     /// Moves a run from `from` to `to`; false if it was not in `from`.
@@ -455,17 +462,15 @@ impl StateStore {
     }
 
     pub async fn task_instances(&self, dag: &str, run_id: &str) -> Result<Vec<TaskInstanceRow>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {TI_COLUMNS} FROM task_instances WHERE dag = $1 AND run_id = $2"
-        )))
-        .bind(dag)
-        .bind(run_id)
-        .fetch_all(self.pool())
+        self.fetch(
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {TI_COLUMNS} FROM task_instances WHERE dag = $1 AND run_id = $2"
+            )))
+            .bind(dag)
+            .bind(run_id),
+            ti_row,
+        )
         .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| ti_row(r).map_err(|e| self.err(e)))
-            .collect()
     }
 
     /// Applies `ops` in one transaction and one round trip: the executor
@@ -569,55 +574,25 @@ impl StateStore {
         Ok(())
     }
 
-    /// A task attempt's log lines, in order.
+    /// A task attempt's log lines, in order: (when, level, message).
     pub async fn logs(
         &self,
         dag: &str,
         run_id: &str,
         task: &str,
         attempt: i64,
-    ) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT level, message FROM task_logs WHERE dag = $1 AND run_id = $2 AND task = $3 AND attempt = $4 ORDER BY seq",
+    ) -> Result<Vec<(i64, String, String)>> {
+        self.fetch(
+            sqlx::query(
+                "SELECT at, level, message FROM task_logs WHERE dag = $1 AND run_id = $2 AND task = $3 AND attempt = $4 ORDER BY seq",
+            )
+            .bind(dag)
+            .bind(run_id)
+            .bind(task)
+            .bind(attempt),
+            |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
         )
-        .bind(dag)
-        .bind(run_id)
-        .bind(task)
-        .bind(attempt)
-        .fetch_all(self.pool())
         .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(|e| self.err(e))?,
-                    r.try_get(1).map_err(|e| self.err(e))?,
-                ))
-            })
-            .collect()
-    }
-
-    /// When each line of a task attempt's log was written, in order.
-    pub async fn log_times(
-        &self,
-        dag: &str,
-        run_id: &str,
-        task: &str,
-        attempt: i64,
-    ) -> Result<Vec<i64>> {
-        let rows = sqlx::query(
-            "SELECT at FROM task_logs WHERE dag = $1 AND run_id = $2 AND task = $3 AND attempt = $4 ORDER BY seq",
-        )
-        .bind(dag)
-        .bind(run_id)
-        .bind(task)
-        .bind(attempt)
-        .fetch_all(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| r.try_get(0).map_err(|e| self.err(e)))
-            .collect()
     }
 
     pub fn is_postgres(&self) -> bool {
