@@ -5,20 +5,50 @@ use super::lines::{Line, decode_all, decode_records, lines};
 use super::{Chunk, Parsed, Parser};
 use arrow::datatypes::SchemaRef;
 use arrow::json::ReaderBuilder;
+use arrow::json::reader::Decoder;
 use arrow::record_batch::RecordBatch;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub struct JsonlParser {
     schema: SchemaRef,
     max_line_bytes: usize,
+    /// Decoders that parsed a chunk cleanly, for the next chunks: a
+    /// decoder keeps its tape buffers, which a new one would grow again
+    /// (and copy) from empty for every chunk.
+    decoders: Mutex<Vec<Decoder>>,
 }
+
+/// Rows a pooled decoder takes before it flushes: more than a chunk holds,
+/// so a clean chunk is one batch.
+const POOLED_BATCH_ROWS: usize = 1 << 17;
 
 impl JsonlParser {
     pub fn new(schema: SchemaRef, max_line_bytes: usize) -> Self {
         JsonlParser {
             schema,
             max_line_bytes,
+            decoders: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Decodes a chunk expected to be clean with a pooled decoder. A
+    /// decoder that met an error is dropped, not pooled.
+    fn decode_pooled(&self, data: &[u8]) -> Result<Option<RecordBatch>, String> {
+        let pooled = self.decoders.lock().ok().and_then(|mut v| v.pop());
+        let mut decoder = match pooled {
+            Some(d) => d,
+            None => ReaderBuilder::new(self.schema.clone())
+                .with_batch_size(POOLED_BATCH_ROWS)
+                .build_decoder()
+                .map_err(|e| e.to_string())?,
+        };
+        let result = decode_all(&mut decoder, data, &self.schema);
+        if result.is_ok()
+            && let Ok(mut v) = self.decoders.lock()
+        {
+            v.push(decoder);
+        }
+        result
     }
 
     fn decode(&self, data: &[u8], rows: usize) -> Result<Option<RecordBatch>, String> {
@@ -41,7 +71,7 @@ impl Parser for JsonlParser {
         let records: Vec<&Line> = all.iter().filter(|l| !l.range.is_empty()).collect();
         let clean = std::str::from_utf8(data).is_ok()
             && records.iter().all(|l| l.range.len() <= self.max_line_bytes);
-        if clean && let Ok(batch) = self.decode(data, records.len()) {
+        if clean && let Ok(batch) = self.decode_pooled(data) {
             let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
             if rows == records.len() {
                 return Ok(Parsed {

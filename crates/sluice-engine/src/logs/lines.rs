@@ -114,6 +114,18 @@ pub trait BatchDecoder {
     ) -> Result<Option<arrow::record_batch::RecordBatch>, arrow::error::ArrowError>;
 }
 
+/// A borrowed decoder, so one can be reused across chunks.
+impl<T: BatchDecoder> BatchDecoder for &mut T {
+    fn decode(&mut self, data: &[u8]) -> Result<usize, arrow::error::ArrowError> {
+        (**self).decode(data)
+    }
+    fn flush(
+        &mut self,
+    ) -> Result<Option<arrow::record_batch::RecordBatch>, arrow::error::ArrowError> {
+        (**self).flush()
+    }
+}
+
 impl BatchDecoder for arrow::json::reader::Decoder {
     fn decode(&mut self, data: &[u8]) -> Result<usize, arrow::error::ArrowError> {
         arrow::json::reader::Decoder::decode(self, data)
