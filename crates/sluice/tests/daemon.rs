@@ -721,6 +721,66 @@ async fn sensors_wait_without_a_worker(backend: Backend) {
     assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0));
 }
 
+// ---------------------------------------------------------------------
+// `sluice backfill` runs every interval between two dates; `runs` lists them.
+
+const DAILY: &str = r#"
+schedule = "0 3 * * *"
+timezone = "Asia/Seoul"
+[tasks.events]
+extract = "logs"
+path = "$DIR/data/events.jsonl"
+format = "jsonl"
+[tasks.out]
+load = "parquet"
+input = "events"
+url = "file://$DIR/out/daily/{{ ds }}/"
+"#;
+
+async fn backfill_runs_each_interval(backend: Backend) {
+    let env = Env::new(backend, "");
+    write_jsonl(&env.path().join("data/events.jsonl"), 7);
+    env.write_job("daily", DAILY);
+    let out = common::run(env.sluice().args([
+        "backfill",
+        "daily",
+        "--from",
+        "2026-11-20",
+        "--to",
+        "2026-11-22",
+    ]));
+    assert!(out.status.success());
+    let table = common::stdout(&out);
+    for day in ["2026-11-20", "2026-11-21", "2026-11-22"] {
+        assert!(
+            table.contains(&format!("backfill__{day}T03:00:00+09:00  success")),
+            "{table}"
+        );
+        let files = files_under(&env.path().join("out/daily").join(day));
+        assert_eq!(files.len(), 1, "{day}: {files:?}");
+    }
+    let store = env.store().await;
+    let runs = store.recent_runs("daily", 10).await.unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    // A second backfill of the same dates makes no new runs.
+    let again = common::run(env.sluice().args([
+        "backfill",
+        "daily",
+        "--from",
+        "2026-11-21",
+        "--to",
+        "2026-11-21",
+    ]));
+    assert!(again.status.success());
+    assert_eq!(store.recent_runs("daily", 10).await.unwrap().len(), 3);
+    let listed = common::run(env.sluice().args(["runs", "daily"]));
+    assert_eq!(
+        common::stdout(&listed).lines().count(),
+        4,
+        "header and three runs"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -748,5 +808,6 @@ on_both_backends!(
     kill_and_restart,
     sigterm_requeues_what_does_not_finish,
     invalid_edit_keeps_last_valid_version,
-    sensors_wait_without_a_worker
+    sensors_wait_without_a_worker,
+    backfill_runs_each_interval
 );
