@@ -464,14 +464,7 @@ impl Daemon {
         let now = self.clock.now();
         self.start_runs(now).await?;
         let mut wake: Option<DateTime<Utc>> = None;
-        let mut keys: Vec<(i64, (String, String))> = self
-            .active
-            .iter()
-            .filter(|(_, r)| r.row.state == "running" && !self.paused.contains(&r.row.dag))
-            .map(|(k, r)| (r.row.logical_date, k.clone()))
-            .collect();
-        keys.sort();
-        for (_, key) in keys {
+        for key in self.oldest_first("running") {
             let run = self.active.get(&key).expect("active");
             if !run.dirty && run.wake_at.is_none_or(|w| w > now) {
                 if let Some(w) = run.wake_at {
@@ -501,6 +494,19 @@ impl Daemon {
         }))
     }
 
+    /// The active runs in `state` of jobs not paused, oldest logical date
+    /// first.
+    fn oldest_first(&self, state: &str) -> Vec<(String, String)> {
+        let mut keys: Vec<(i64, &(String, String))> = self
+            .active
+            .iter()
+            .filter(|(_, r)| r.row.state == state && !self.paused.contains(&r.row.dag))
+            .map(|(k, r)| (r.row.logical_date, k))
+            .collect();
+        keys.sort();
+        keys.into_iter().map(|(_, k)| k.clone()).collect()
+    }
+
     /// Moves queued runs to running, oldest first, within each job's
     /// `max_active_runs`.
     async fn start_runs(&mut self, now: DateTime<Utc>) -> Result<()> {
@@ -510,14 +516,7 @@ impl Daemon {
                 *running.entry(run.row.dag.clone()).or_default() += 1;
             }
         }
-        let mut queued: Vec<(i64, (String, String))> = self
-            .active
-            .iter()
-            .filter(|(_, r)| r.row.state == "queued" && !self.paused.contains(&r.row.dag))
-            .map(|(k, r)| (r.row.logical_date, k.clone()))
-            .collect();
-        queued.sort();
-        for (_, key) in queued {
+        for key in self.oldest_first("queued") {
             let run = self.active.get_mut(&key).expect("active");
             let count = running.entry(key.0.clone()).or_default();
             if *count >= run.job.max_active_runs.max(1) {
