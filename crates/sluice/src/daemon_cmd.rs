@@ -14,7 +14,9 @@ use std::process::ExitCode;
 pub async fn serve(config: DaemonConfig) -> Result<ExitCode> {
     let mut daemon = service::daemon(&config, service::options(&config)).await?;
     tracing::info!(jobs = %config.jobs.display(), workers = config.workers, "sluice serving");
-    daemon.serve(stop_signal()).await?;
+    // On a runtime worker rather than the main thread: the tasks the loop
+    // spawns then start on its thread, without a cross-thread wake-up.
+    tokio::spawn(async move { daemon.serve(stop_signal()).await }).await??;
     tracing::info!("sluice stopped");
     Ok(ExitCode::SUCCESS)
 }
