@@ -225,10 +225,6 @@ impl Daemon {
         }
     }
 
-    pub fn jobs(&self) -> &JobSet {
-        &self.jobs
-    }
-
     pub fn jobs_mut(&mut self) -> &mut JobSet {
         &mut self.jobs
     }

@@ -40,9 +40,8 @@ pub fn job_set(config: &DaemonConfig) -> JobSet {
     )
 }
 
-/// A daemon on `config` with the data plane's engine.
-pub async fn daemon(config: &DaemonConfig, opts: Options) -> Result<Daemon> {
-    let store = StateStore::connect(&config.state).await?;
+/// A daemon on `config`'s state store and the data plane's engine.
+pub fn daemon(store: StateStore, config: &DaemonConfig, opts: Options) -> Result<Daemon> {
     let engine = Arc::new(Engine::new(config.clone())?);
     Ok(Daemon::new(
         store,
@@ -98,13 +97,12 @@ pub async fn create_backfill(
     }
     let intervals: Vec<_> = match &job.schedule {
         Some(schedule) => {
-            let (start, _) = job.interval_for_date(from);
+            // Each day's first tick; the day after `to` bounds the range.
             let day_start = |d: NaiveDate| job.interval_for_date(d).0;
-            let end = to.succ_opt().map(day_start);
             let plan = Plan {
                 schedule,
-                start: start.min(day_start(from)),
-                end,
+                start: day_start(from),
+                end: to.succ_opt().map(day_start),
                 catchup: true,
             };
             let now = Utc::now().with_timezone(&job.timezone);

@@ -179,14 +179,6 @@ impl Units {
         members
     }
 
-    /// The unit a task runs in.
-    pub fn unit_of<'a>(&'a self, task: &'a str) -> &'a str {
-        self.fused
-            .iter()
-            .find(|(_, p)| p.as_str() == task)
-            .map_or(task, |(load, _)| load.as_str())
-    }
-
     /// The tasks that must succeed before `unit` starts.
     pub fn deps(&self, unit: &str) -> &[String] {
         self.deps.get(unit).map_or(&[], Vec::as_slice)
@@ -288,8 +280,6 @@ pub async fn run(
         }
     };
     let plan = Units::plan(&job, &selected);
-    let units = plan.order.clone();
-    let unit_deps = |unit: &str| plan.deps(unit).to_vec();
     let date_key = ctx.date_key();
     let mut states: HashMap<String, TaskState> = HashMap::new();
     let mut reports: HashMap<String, TaskReport> = HashMap::new();
@@ -312,11 +302,11 @@ pub async fn run(
 
     loop {
         // Start every unit whose upstreams are done, up to `workers`.
-        for unit in &units {
+        for unit in &plan.order {
             if started.contains(unit) {
                 continue;
             }
-            let deps = unit_deps(unit);
+            let deps = plan.deps(unit);
             if deps.iter().any(|d| {
                 matches!(
                     states.get(d),

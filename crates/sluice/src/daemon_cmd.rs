@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config: DaemonConfig) -> Result<ExitCode> {
-    let mut daemon = service::daemon(&config, service::options(&config)).await?;
+    let store = StateStore::connect(&config.state).await?;
+    let mut daemon = service::daemon(store, &config, service::options(&config))?;
     tracing::info!(jobs = %config.jobs.display(), workers = config.workers, "sluice serving");
     // On a runtime worker rather than the main thread: the tasks the loop
     // spawns then start on its thread, without a cross-thread wake-up.
@@ -59,13 +60,12 @@ pub async fn backfill(
         println!("no intervals of {} between {from} and {to}", job.name);
         return Ok(ExitCode::SUCCESS);
     }
-    drop(store);
     let opts = sluice_daemon::executor::Options {
         schedule: false,
         only: Some(keys.clone()),
         ..service::options(&config)
     };
-    let mut daemon = service::daemon(&config, opts).await?;
+    let mut daemon = service::daemon(store, &config, opts)?;
     daemon.jobs_mut().insert(job.clone());
     daemon.serve(stop_signal()).await?;
     let store = daemon.store();

@@ -92,8 +92,8 @@ impl StateStore {
         Ok(store)
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
+    pub fn is_postgres(&self) -> bool {
+        self.backend == Backend::Postgres
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

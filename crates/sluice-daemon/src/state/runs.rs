@@ -1,6 +1,6 @@
 //! Statements on jobs, DAG runs, task instances and task logs.
 
-use super::{Backend, StateStore};
+use super::StateStore;
 use crate::error::Result;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
@@ -229,6 +229,12 @@ fn ti_row(r: &AnyRow) -> sqlx::Result<TaskInstanceRow> {
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 impl StateStore {
+    /// Runs a statement; returns how many rows it changed.
+    async fn exec(&self, query: AnyQuery<'_>) -> Result<u64> {
+        let done = query.execute(self.pool()).await.map_err(|e| self.err(e))?;
+        Ok(done.rows_affected())
+    }
+
     /// Runs `query` and decodes each row with `decode`.
     async fn fetch<T>(
         &self,
@@ -252,17 +258,14 @@ impl StateStore {
         error: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO jobs (name, file, paused, error, updated_at) VALUES ($1, $2, 0, $3, $4)
              ON CONFLICT (name) DO UPDATE SET file = excluded.file, error = excluded.error, updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(file)
         .bind(error)
-        .bind(now)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
+        .bind(now)).await?;
         Ok(())
     }
 
@@ -278,13 +281,14 @@ impl StateStore {
     }
 
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
-        let done = sqlx::query("UPDATE jobs SET paused = $1 WHERE name = $2")
-            .bind(i64::from(paused))
-            .bind(name)
-            .execute(self.pool())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .exec(
+                sqlx::query("UPDATE jobs SET paused = $1 WHERE name = $2")
+                    .bind(i64::from(paused))
+                    .bind(name),
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     /// Names of the paused jobs.
@@ -347,15 +351,12 @@ impl StateStore {
 
     /// Adds task instances a job gained after its run was created.
     pub async fn add_task_instance(&self, dag: &str, run_id: &str, task: &str) -> Result<()> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO task_instances (dag, run_id, task, state) VALUES ($1, $2, $3, 'scheduled') ON CONFLICT DO NOTHING",
         )
         .bind(dag)
         .bind(run_id)
-        .bind(task)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
+        .bind(task)).await?;
         Ok(())
     }
 
@@ -432,7 +433,7 @@ impl StateStore {
             "success" | "failed" => (None, Some(now)),
             _ => (None, None),
         };
-        let done = sqlx::query(
+        let done = self.exec(sqlx::query(
             "UPDATE dag_runs SET state = $1, started_at = COALESCE($2, started_at), ended_at = COALESCE($3, ended_at)
              WHERE dag = $4 AND run_id = $5 AND state = $6",
         )
@@ -441,24 +442,18 @@ impl StateStore {
         .bind(ended)
         .bind(dag)
         .bind(run_id)
-        .bind(from)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected() == 1)
+        .bind(from)).await?;
+        Ok(done == 1)
     }
 
     /// Marks a run's SLA as missed; true the first time only.
     pub async fn mark_sla_missed(&self, dag: &str, run_id: &str) -> Result<bool> {
-        let done = sqlx::query(
+        let done = self.exec(sqlx::query(
             "UPDATE dag_runs SET sla_missed = 1 WHERE dag = $1 AND run_id = $2 AND sla_missed = 0",
         )
         .bind(dag)
-        .bind(run_id)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected() == 1)
+        .bind(run_id)).await?;
+        Ok(done == 1)
     }
 
     pub async fn task_instances(&self, dag: &str, run_id: &str) -> Result<Vec<TaskInstanceRow>> {
@@ -533,14 +528,14 @@ impl StateStore {
 
     /// Keeps this worker's running task instances from looking abandoned.
     pub async fn heartbeat(&self, worker: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE task_instances SET heartbeat = $1 WHERE worker = $2 AND state = 'running'",
+        self.exec(
+            sqlx::query(
+                "UPDATE task_instances SET heartbeat = $1 WHERE worker = $2 AND state = 'running'",
+            )
+            .bind(now)
+            .bind(worker),
         )
-        .bind(now)
-        .bind(worker)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
+        .await?;
         Ok(())
     }
 
@@ -548,29 +543,30 @@ impl StateStore {
     /// `stale_before` (a crash, kill -9, a lost node), so they run again.
     /// The interrupted attempt does not count against the task's retries.
     pub async fn requeue_abandoned(&self, stale_before: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE task_instances SET state = 'scheduled', worker = NULL
+        let done = self
+            .exec(
+                sqlx::query(
+                    "UPDATE task_instances SET state = 'scheduled', worker = NULL
              WHERE state = 'running' AND (heartbeat IS NULL OR heartbeat < $1)",
-        )
-        .bind(stale_before)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected())
+                )
+                .bind(stale_before),
+            )
+            .await?;
+        Ok(done)
     }
 
     /// Puts back one of this worker's running task instances (shutdown).
     pub async fn requeue(&self, dag: &str, run_id: &str, task: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE task_instances SET state = 'scheduled', worker = NULL
+        self.exec(
+            sqlx::query(
+                "UPDATE task_instances SET state = 'scheduled', worker = NULL
              WHERE dag = $1 AND run_id = $2 AND task = $3 AND state = 'running'",
+            )
+            .bind(dag)
+            .bind(run_id)
+            .bind(task),
         )
-        .bind(dag)
-        .bind(run_id)
-        .bind(task)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
+        .await?;
         Ok(())
     }
 
@@ -593,9 +589,5 @@ impl StateStore {
             |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
         )
         .await
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        self.backend == Backend::Postgres
     }
 }
