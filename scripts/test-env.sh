@@ -34,3 +34,20 @@ pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not running on 127.0.0.
 psql -h 127.0.0.1 -U postgres -d test -Atqc \
   "SELECT datname FROM pg_database WHERE datname LIKE 'sluice\_test\_%'" |
   while read -r db; do psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS $db" || true; done
+
+# MariaDB on 127.0.0.1:3306 (root, empty password): the MySQL source tests
+# run on it. Start it if it is down.
+maria() { mariadb -h 127.0.0.1 -P 3306 -u root -N -B "$@"; }
+if ! maria -e "SELECT 1" >/dev/null 2>&1; then
+  if [ -x /etc/init.d/mariadb ]; then
+    /etc/init.d/mariadb start || true
+  fi
+  for _ in $(seq 1 30); do
+    maria -e "SELECT 1" >/dev/null 2>&1 && break
+    sleep 1
+  done
+fi
+maria -e "SELECT 1" >/dev/null || { echo "MariaDB is not running on 127.0.0.1:3306" >&2; exit 1; }
+maria -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'sluice\_test\_%'" |
+  while read -r db; do maria -e "DROP DATABASE IF EXISTS \`$db\`" || true; done
+

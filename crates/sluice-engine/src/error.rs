@@ -16,6 +16,14 @@ pub enum Error {
         line: u64,
         message: String,
     },
+    /// A database connection or query failed. The message never holds the
+    /// connection's password.
+    #[error("connection {connection}: {message}")]
+    Database {
+        connection: String,
+        message: String,
+        retryable: bool,
+    },
     /// A SQL statement failed to plan or run.
     #[error("{context}: {message}")]
     Sql { context: String, message: String },
@@ -86,7 +94,13 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Store { .. } | Error::Io { .. } | Error::Timeout(_)
+            Error::Store { .. }
+                | Error::Io { .. }
+                | Error::Timeout(_)
+                | Error::Database {
+                    retryable: true,
+                    ..
+                }
         )
     }
 }

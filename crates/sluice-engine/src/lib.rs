@@ -3,6 +3,7 @@
 //! object store with an all-or-nothing commit. [`runner`] ties them into
 //! one run of a job.
 
+pub mod db;
 pub mod error;
 pub mod logs;
 pub mod runner;

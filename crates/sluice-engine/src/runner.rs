@@ -592,6 +592,17 @@ async fn produce(
             });
             Ok((stream, finish))
         }
+        TaskKind::Extract(Extract::Sql(spec)) => {
+            let query = ctx.render(&spec.query, &key("query"))?;
+            let stream = crate::db::extract(&engine.config, spec, &query).await?;
+            let finish: Finish = Box::new(move |rows| Counts {
+                rows_in: rows,
+                rows_out: rows,
+                bad: 0,
+                bytes: 0,
+            });
+            Ok((stream, finish))
+        }
         TaskKind::Transform(t) => {
             let sql = ctx.render(&t.sql, &key("transform"))?;
             let session = crate::sql::session(engine.config.memory_limit)?;

@@ -64,6 +64,12 @@ pub async fn check_job(job: &Job, config: &DaemonConfig) -> Vec<ConfigError> {
                     errors.push(err(id, "path", e));
                 }
             }
+            TaskKind::Extract(Extract::Sql(spec)) => {
+                // The schema would need a connection; validation stays offline.
+                if let Err(e) = crate::db::DbTarget::resolve(config, &spec.connection) {
+                    errors.push(err(id, "connection", e.to_string()));
+                }
+            }
             TaskKind::Transform(t) => {
                 if let Some(schema) =
                     plan(&t.sql, job, id, &schemas, &ctx, "transform", &mut errors).await

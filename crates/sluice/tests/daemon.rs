@@ -6,7 +6,7 @@
 mod common;
 
 use chrono::{DateTime, Timelike, Utc};
-use common::files_under;
+use common::{files_under, fresh_postgres_database};
 use sluice_daemon::clock::from_micros;
 use sluice_daemon::state::{RunRow, StateStore, TaskInstanceRow};
 use std::io::Write;
@@ -95,38 +95,6 @@ impl Env {
     async fn store(&self) -> StateStore {
         StateStore::connect(&self.state).await.expect("state store")
     }
-}
-
-/// A new, empty database on the local PostgreSQL. No server is a failure.
-fn fresh_postgres_database() -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let name = format!(
-        "sluice_test_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-        Utc::now().timestamp_micros() % 1_000_000
-    );
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-        ])
-        .arg(format!("CREATE DATABASE {name}"))
-        .output()
-        .expect("psql (the PostgreSQL client) must be installed");
-    assert!(
-        out.status.success(),
-        "PostgreSQL at 127.0.0.1:5432 must be running for this test: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
 /// Polls `f` every 50 ms until it returns Some, failing after `limit`.

@@ -321,6 +321,9 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
             TaskKind::Extract(super::Extract::Logs(l)) => {
                 render("path", &l.path, &mut errors);
             }
+            TaskKind::Extract(super::Extract::Sql(q)) => {
+                render("query", &q.query, &mut errors);
+            }
             TaskKind::Transform(t) => sql_upstreams("transform", &t.sql, &mut errors, &mut ups),
             TaskKind::Check(c) => sql_upstreams("check", &c.sql, &mut errors, &mut ups),
             TaskKind::Load(l) => {

@@ -51,7 +51,27 @@ impl TaskKind {
 #[derive(Debug, Clone)]
 pub enum Extract {
     Logs(LogsExtract),
+    Sql(SqlExtract),
 }
+
+/// `extract = "sql"`: a query run on a database connection.
+#[derive(Debug, Clone)]
+pub struct SqlExtract {
+    /// A `[connections]` name, or a `postgres://`, `mysql://` or
+    /// `sqlite://` URL written in place.
+    pub connection: String,
+    /// The query (a template); read from the file when the job named one.
+    pub query: String,
+    /// Rows per Arrow batch: the unit of memory while streaming.
+    pub batch_size: usize,
+    /// Splits the query into `partitions` ranges of this column, read at
+    /// once on as many connections.
+    pub partition_on: Option<String>,
+    pub partitions: usize,
+}
+
+/// Rows per batch when a SQL extract does not say.
+pub const DEFAULT_SQL_BATCH_SIZE: usize = 65_536;
 
 /// `extract = "logs"`: files matched by a glob, parsed line by line.
 #[derive(Debug, Clone)]
@@ -197,6 +217,19 @@ struct RawLogs {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSql {
+    // Matched before deserializing; declared so that the key is accepted.
+    #[serde(rename = "extract")]
+    _extract: String,
+    connection: String,
+    query: String,
+    batch_size: Option<usize>,
+    partition_on: Option<String>,
+    partitions: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTransform {
     transform: String,
 }
@@ -331,10 +364,15 @@ pub(crate) fn parse_task(
                 .ok()
                 .and_then(|raw| logs(raw, &base, file, errors))
                 .map(|l| TaskKind::Extract(Extract::Logs(l))),
+            "sql" => deserialize_at::<RawSql>(value, file, &base)
+                .map_err(|e| errors.push(e))
+                .ok()
+                .and_then(|raw| sql_extract(raw, &base, file, job_dir, errors))
+                .map(|s| TaskKind::Extract(Extract::Sql(s))),
             other => {
                 errors.push(err(
                     "extract",
-                    format!("unknown extract \"{other}\"; expected one of logs"),
+                    format!("unknown extract \"{other}\"; expected one of logs, sql"),
                 ));
                 None
             }
@@ -455,6 +493,56 @@ pub(crate) fn duration_or(
             .map_err(|m| errors.push(ConfigError::new(file, key, m)))
             .ok(),
     }
+}
+
+fn sql_extract(
+    raw: RawSql,
+    base: &str,
+    file: &Path,
+    job_dir: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SqlExtract> {
+    let before = errors.len();
+    let mut err =
+        |key: &str, m: String| errors.push(ConfigError::new(file, format!("{base}.{key}"), m));
+    let query = match sql_text(&raw.query, job_dir) {
+        Ok((q, _)) => q,
+        Err(m) => {
+            err("query", m);
+            String::new()
+        }
+    };
+    let batch_size = raw.batch_size.unwrap_or(DEFAULT_SQL_BATCH_SIZE);
+    if batch_size == 0 {
+        err("batch_size", "must be at least 1 row".into());
+    }
+    let partitions = raw.partitions.unwrap_or(1);
+    if partitions == 0 {
+        err("partitions", "must be at least 1".into());
+    }
+    if partitions > 1 && raw.partition_on.is_none() {
+        err(
+            "partition_on",
+            format!(
+                "partitions = {partitions} needs the column to split on, e.g. partition_on = \"id\""
+            ),
+        );
+    }
+    if let Some(col) = &raw.partition_on
+        && !is_identifier(col)
+    {
+        err(
+            "partition_on",
+            format!("\"{col}\" is not a column name; use letters, digits and _"),
+        );
+    }
+    (errors.len() == before).then_some(SqlExtract {
+        connection: raw.connection,
+        query,
+        batch_size,
+        partition_on: raw.partition_on,
+        partitions,
+    })
 }
 
 /// A `.sql` file name beside the job, or inline SQL.

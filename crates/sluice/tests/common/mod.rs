@@ -143,3 +143,83 @@ pub fn readme_run_command() -> String {
         .trim()
         .to_string()
 }
+
+/// Runs SQL with `psql` on the local PostgreSQL database `db`, stopping at
+/// the first error. No server is a test failure, never a skip.
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db])
+        .args(["-v", "ON_ERROR_STOP=1", "-Atq", "-c", sql])
+        .output()
+        .expect("psql (the PostgreSQL client) must be installed");
+    assert!(
+        out.status.success(),
+        "psql failed (PostgreSQL at 127.0.0.1:5432 must be running for this test): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A new, empty database on the local PostgreSQL; returns its URL.
+pub fn fresh_postgres_database() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    let name = format!(
+        "sluice_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        nanos % 1_000_000
+    );
+    psql("test", &format!("CREATE DATABASE {name}"));
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// The database name at the end of a PostgreSQL URL.
+pub fn database_of(url: &str) -> &str {
+    url.rsplit('/').next().expect("database name")
+}
+
+/// Runs SQL with the `mariadb` client on the local MariaDB (root, no
+/// password) in database `db`. No server is a test failure, never a skip.
+pub fn mariadb(db: &str, sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "3306",
+            "-u",
+            "root",
+            "-N",
+            "-B",
+            db,
+            "-e",
+            sql,
+        ])
+        .output()
+        .expect("mariadb (the MariaDB client) must be installed");
+    assert!(
+        out.status.success(),
+        "mariadb failed (MariaDB at 127.0.0.1:3306 must be running for this test): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A new, empty database on the local MariaDB; returns its URL.
+pub fn fresh_mariadb_database() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "sluice_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    mariadb(
+        "test",
+        &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name} CHARACTER SET utf8mb4"),
+    );
+    format!("mysql://root@127.0.0.1:3306/{name}")
+}

@@ -1,0 +1,306 @@
+//! Databases as sources: `extract = "sql"` runs a query on a connection and
+//! streams its rows as Arrow batches, `batch_size` rows at a time, so that
+//! memory stays flat whatever the table's size.
+
+mod mysql;
+mod pg_binary;
+mod postgres;
+mod text_column;
+
+use crate::error::{Error, Result};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use sluice_core::config::{DaemonConfig, SqlExtract};
+use sluice_core::redact::redact_url;
+use tokio::sync::mpsc;
+
+/// A database to talk to, with the name errors call it by.
+#[derive(Clone)]
+pub struct DbTarget {
+    /// The `[connections]` name, or the URL without its password.
+    pub name: String,
+    /// May hold a password: never shown.
+    url: String,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)
+    }
+}
+
+/// Which kind of database a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+impl DbTarget {
+    /// Finds `connection`: a `[connections]` name or a URL written in place.
+    pub fn resolve(config: &DaemonConfig, connection: &str) -> Result<DbTarget> {
+        let (name, url) = match config.connections.get(connection) {
+            Some(c) => (c.name.clone(), c.url.clone()),
+            None if connection.contains("://") => (redact_url(connection), connection.to_string()),
+            None => {
+                let known: Vec<&str> = config.connections.keys().map(String::as_str).collect();
+                return Err(Error::Config(format!(
+                    "unknown connection \"{connection}\"; expected a name from [connections] ({}) or a postgres://, mysql:// or sqlite:// URL",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+        };
+        let password = url::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.password().map(percent_decode));
+        let target = DbTarget {
+            name,
+            url,
+            password,
+        };
+        target.kind()?;
+        Ok(target)
+    }
+
+    pub fn kind(&self) -> Result<DbKind> {
+        let scheme = self.url.split("://").next().unwrap_or_default();
+        match scheme {
+            "postgres" | "postgresql" => Ok(DbKind::Postgres),
+            "mysql" | "mariadb" => Ok(DbKind::MySql),
+            "sqlite" => Ok(DbKind::Sqlite),
+            other => Err(Error::Config(format!(
+                "connection {}: \"{other}://\" is not a database; expected postgres://, mysql:// or sqlite://",
+                self.name
+            ))),
+        }
+    }
+
+    /// An error from the driver while doing `what`, naming the connection.
+    fn error(&self, what: &str, e: &sqlx::Error) -> Error {
+        Error::Database {
+            connection: self.name.clone(),
+            message: self.scrub(&format!("{what}: {e}")),
+            retryable: is_transient(e),
+        }
+    }
+
+    fn error_msg(&self, what: &str, message: &str) -> Error {
+        Error::Database {
+            connection: self.name.clone(),
+            message: self.scrub(&format!("{what}: {message}")),
+            retryable: false,
+        }
+    }
+
+    fn column_error(&self, column: &str, message: &str) -> Error {
+        self.error_msg(&format!("column {column}"), message)
+    }
+
+    /// Drivers do not put passwords in their messages, but a server may
+    /// echo what it was sent; this makes sure none gets through.
+    fn scrub(&self, message: &str) -> String {
+        match &self.password {
+            Some(p) if p.len() >= 4 => message.replace(p.as_str(), "***"),
+            _ => message.to_string(),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(h) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(h, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a driver error could go away on a retry: the network, the
+/// server restarting or running short, a serialization conflict.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| ["08", "40", "53", "57P"].iter().any(|p| c.starts_with(p))),
+        _ => false,
+    }
+}
+
+/// Runs an `extract = "sql"` task's rendered `query`.
+pub async fn extract(
+    config: &DaemonConfig,
+    spec: &SqlExtract,
+    query: &str,
+) -> Result<SendableRecordBatchStream> {
+    let target = DbTarget::resolve(config, &spec.connection)?;
+    match target.kind()? {
+        DbKind::Postgres => postgres::extract(&target, query, spec).await,
+        DbKind::MySql => mysql::extract(&target, query, spec).await,
+        DbKind::Sqlite => Err(Error::Config(format!(
+            "connection {}: extract = \"sql\" reads PostgreSQL, MySQL and MariaDB so far; SQLite sources are not built yet",
+            target.name
+        ))),
+    }
+}
+
+/// What a partition key is measured as: an integer, days or microseconds
+/// since 1970-01-01.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Int,
+    Date,
+    Timestamp { utc: bool },
+}
+
+/// The index of the partition column `on` among the query's columns.
+fn partition_column<'a>(names: impl Iterator<Item = &'a str> + Clone, on: &str) -> Result<usize> {
+    names.clone().position(|n| n == on).ok_or_else(|| {
+        Error::Config(format!(
+            "partition_on: the query has no column \"{on}\"; it has {}",
+            names.collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+fn unsplittable(on: &str, ty: &arrow::datatypes::DataType) -> Error {
+    Error::Config(format!(
+        "partition_on: column \"{on}\" is {ty}; partitions split integer, date or timestamp columns"
+    ))
+}
+
+fn date_literal(days: i64) -> String {
+    chrono::DateTime::from_timestamp(days * 86_400, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+fn timestamp_literal(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string()
+}
+
+/// WHERE conditions cutting the keys in `bounds` (the smallest and largest,
+/// measured as integers) into `n` ranges of equal width. Adjacent ranges
+/// share one literal, `>=` on one side and `<` on the other, so each row
+/// falls in exactly one; rows whose key is NULL go to the first.
+fn split_ranges(
+    bounds: Option<(i64, i64)>,
+    n: usize,
+    column: &str,
+    literal: impl Fn(i64) -> String,
+) -> Vec<String> {
+    let Some((lo, hi)) = bounds else {
+        // No keys at all: one range takes every row (NULL keys included).
+        return vec!["TRUE".into()];
+    };
+    let span = (i128::from(hi) - i128::from(lo) + 1).max(1);
+    let n = (n as i128).min(span).max(1) as usize;
+    let cut = |k: usize| (i128::from(lo) + span * k as i128 / n as i128) as i64;
+    (0..n)
+        .map(|k| {
+            let mut parts = Vec::new();
+            if k > 0 {
+                parts.push(format!("{column} >= {}", literal(cut(k))));
+            }
+            if k + 1 < n {
+                parts.push(format!("{column} < {}", literal(cut(k + 1))));
+            }
+            match (k, parts.is_empty()) {
+                (_, true) => "TRUE".to_string(),
+                (0, false) => format!("({} OR {column} IS NULL)", parts.join(" AND ")),
+                _ => parts.join(" AND "),
+            }
+        })
+        .collect()
+}
+
+/// Turns the batches readers send into a DataFusion stream. When the
+/// stream is dropped the readers' sends fail and they stop.
+fn batch_stream(
+    schema: SchemaRef,
+    rx: mpsc::Receiver<Result<RecordBatch>>,
+) -> SendableRecordBatchStream {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|item| (item.map_err(datafusion::error::DataFusionError::from), rx))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> DaemonConfig {
+        let text = format!("[connections.app]\nurl = \"{url}\"\n");
+        DaemonConfig::parse(&text, std::path::Path::new("sluice.toml"), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn ranges_cover_every_key_once() {
+        let r = split_ranges(Some((1, 100)), 3, "id", |v| v.to_string());
+        assert_eq!(
+            r,
+            vec![
+                "(id < 34 OR id IS NULL)".to_string(),
+                "id >= 34 AND id < 67".to_string(),
+                "id >= 67".to_string()
+            ]
+        );
+        // Fewer keys than partitions: one range per key.
+        assert_eq!(
+            split_ranges(Some((5, 6)), 4, "id", |v| v.to_string()).len(),
+            2
+        );
+        assert_eq!(split_ranges(None, 4, "id", |v| v.to_string()), vec!["TRUE"]);
+        assert_eq!(
+            split_ranges(Some((7, 7)), 1, "id", |v| v.to_string()),
+            vec!["TRUE"]
+        );
+        assert_eq!(timestamp_literal(1_500_000), "1970-01-01 00:00:01.500000");
+        assert_eq!(date_literal(1), "1970-01-02");
+    }
+
+    #[test]
+    fn connections_resolve_by_name_or_url() {
+        let c = config("postgres://etl:s3cr%40t@db:5432/app");
+        let t = DbTarget::resolve(&c, "app").unwrap();
+        assert_eq!(t.name, "app");
+        assert_eq!(t.kind().unwrap(), DbKind::Postgres);
+        assert_eq!(t.scrub("bad s3cr@t here"), "bad *** here");
+        let t = DbTarget::resolve(&c, "mysql://root:pw@h/db").unwrap();
+        assert_eq!(t.name, "mysql://root:***@h/db");
+        let e = DbTarget::resolve(&c, "other").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown connection \"other\"") && e.contains("app"),
+            "{e}"
+        );
+        let e = DbTarget::resolve(&config("s3://bucket"), "app")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a database"), "{e}");
+    }
+}

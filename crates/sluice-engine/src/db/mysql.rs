@@ -1,0 +1,323 @@
+//! Extraction from MySQL and MariaDB. The query's exact column types
+//! (decimal precision and scale, unsigned, `tinyint(1)`) come from an empty
+//! temporary table made from it, which the protocol's column descriptions
+//! do not carry through sqlx. Rows are streamed over the text protocol
+//! (no prepared statement, so the server sends them as it finds them) and
+//! each value is parsed into its column.
+
+use super::text_column::{TextColumn, TextType};
+use super::{DbTarget, KeyKind, batch_stream, split_ranges};
+use crate::error::{Error, Result};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use sluice_core::config::SqlExtract;
+use sqlx::mysql::{MySqlConnection, MySqlRow};
+use sqlx::{AssertSqlSafe, Connection, Executor, Row};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+struct Described {
+    name: String,
+    ty: TextType,
+}
+
+pub async fn extract(
+    target: &DbTarget,
+    query: &str,
+    spec: &SqlExtract,
+) -> Result<SendableRecordBatchStream> {
+    let query = query.trim().trim_end_matches(';').trim_end();
+    let mut conn = connect(target).await?;
+    let columns = describe(target, &mut conn, query).await?;
+    let schema: SchemaRef = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let statements = if spec.partitions <= 1 {
+        vec![query.to_string()]
+    } else {
+        let on = spec.partition_on.as_deref().unwrap_or_default();
+        partition_ranges(target, &mut conn, query, &columns, on, spec.partitions)
+            .await?
+            .into_iter()
+            .map(|range| format!("SELECT * FROM ({query}) AS sluice_q WHERE {range}"))
+            .collect()
+    };
+    let (tx, rx) = mpsc::channel(2);
+    let mut first = Some(conn);
+    for statement in statements {
+        let reader = Reader {
+            target: target.clone(),
+            schema: schema.clone(),
+            columns: columns.clone(),
+            batch_size: spec.batch_size,
+        };
+        let tx = tx.clone();
+        let conn = first.take();
+        tokio::spawn(async move {
+            let result = async {
+                let mut conn = match conn {
+                    Some(c) => c,
+                    None => connect(&reader.target).await?,
+                };
+                reader.read(&mut conn, &statement, &tx).await
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+    }
+    drop(tx);
+    Ok(batch_stream(schema, rx))
+}
+
+async fn connect(target: &DbTarget) -> Result<MySqlConnection> {
+    let mut conn = MySqlConnection::connect(&target.url)
+        .await
+        .map_err(|e| target.error("connecting", &e))?;
+    // TIMESTAMP columns are instants: have them sent in UTC.
+    conn.execute("SET time_zone = '+00:00'")
+        .await
+        .map_err(|e| target.error("setting the session time zone", &e))?;
+    Ok(conn)
+}
+
+async fn describe(
+    target: &DbTarget,
+    conn: &mut MySqlConnection,
+    query: &str,
+) -> Result<Vec<Described>> {
+    let make = format!(
+        "CREATE TEMPORARY TABLE sluice_describe AS SELECT * FROM ({query}) AS sluice_q LIMIT 0"
+    );
+    conn.execute(AssertSqlSafe(make))
+        .await
+        .map_err(|e| target.error("describing the query", &e))?;
+    let rows: std::result::Result<Vec<MySqlRow>, _> =
+        sqlx::raw_sql("SHOW COLUMNS FROM sluice_describe")
+            .fetch_all(&mut *conn)
+            .await;
+    let _ = conn
+        .execute("DROP TEMPORARY TABLE IF EXISTS sluice_describe")
+        .await;
+    let rows = rows.map_err(|e| target.error("describing the query", &e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let get = |i: usize| -> Result<String> {
+            let bytes: &[u8] = row
+                .try_get_unchecked(i)
+                .map_err(|e| target.error("describing the query", &e))?;
+            Ok(String::from_utf8_lossy(bytes).into_owned())
+        };
+        let (name, declared) = (get(0)?, get(1)?);
+        let ty = text_type(&declared).map_err(|m| target.column_error(&name, &m))?;
+        out.push(Described { name, ty });
+    }
+    Ok(out)
+}
+
+/// Maps a column type as `SHOW COLUMNS` writes it, e.g. `decimal(12,2)`,
+/// `bigint(20) unsigned`, `enum('a','b')`.
+fn text_type(declared: &str) -> std::result::Result<TextType, String> {
+    let lower = declared.to_ascii_lowercase();
+    let unsigned = lower.contains(" unsigned");
+    let (base, args) = match lower.split_once('(') {
+        Some((b, rest)) => (b.trim(), rest.split(')').next().unwrap_or_default()),
+        None => (lower.split(' ').next().unwrap_or_default(), ""),
+    };
+    let nums: Vec<u32> = args
+        .split(',')
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Ok(match (base, unsigned) {
+        ("tinyint", _) if args == "1" => TextType::Bool,
+        ("bool" | "boolean", _) => TextType::Bool,
+        ("tinyint", false) => TextType::Int8,
+        ("tinyint", true) => TextType::UInt8,
+        ("smallint", false) => TextType::Int16,
+        ("smallint", true) => TextType::UInt16,
+        ("mediumint" | "int" | "integer", false) => TextType::Int32,
+        ("mediumint" | "int" | "integer", true) => TextType::UInt32,
+        ("bigint", false) => TextType::Int64,
+        ("bigint", true) => TextType::UInt64,
+        ("year", _) => TextType::Int16,
+        ("float", _) => TextType::Float32,
+        ("double" | "real" | "double precision", _) => TextType::Float64,
+        ("decimal" | "numeric" | "dec" | "fixed", _) => {
+            let precision = nums.first().copied().unwrap_or(10);
+            let scale = nums.get(1).copied().unwrap_or(0);
+            TextType::Decimal {
+                precision: precision as u8,
+                scale: scale as i8,
+            }
+        }
+        (
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "json" | "enum"
+            | "set" | "uuid",
+            _,
+        ) => TextType::Utf8,
+        ("binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob", _) => {
+            TextType::Binary
+        }
+        ("bit", _) => TextType::Bits,
+        ("date", _) => TextType::Date,
+        ("time", _) => TextType::Time,
+        ("datetime", _) => TextType::Timestamp { utc: false },
+        ("timestamp", _) => TextType::Timestamp { utc: true },
+        _ => {
+            return Err(format!(
+                "type {declared} has no Arrow mapping in Sluice; cast it in the query, e.g. CAST(x AS CHAR)"
+            ));
+        }
+    })
+}
+
+/// The WHERE conditions splitting the query into `n` ranges of `on`. Each
+/// range is read in its own transaction: MySQL cannot share a snapshot
+/// between connections.
+async fn partition_ranges(
+    target: &DbTarget,
+    conn: &mut MySqlConnection,
+    query: &str,
+    columns: &[Described],
+    on: &str,
+    n: usize,
+) -> Result<Vec<String>> {
+    let col = super::partition_column(columns.iter().map(|c| c.name.as_str()), on)
+        .map(|i| &columns[i])?;
+    let kind = match col.ty {
+        TextType::Int8
+        | TextType::Int16
+        | TextType::Int32
+        | TextType::Int64
+        | TextType::UInt8
+        | TextType::UInt16
+        | TextType::UInt32 => KeyKind::Int,
+        TextType::Date => KeyKind::Date,
+        TextType::Timestamp { utc } => KeyKind::Timestamp { utc },
+        _ => return Err(super::unsplittable(on, &col.ty.arrow_type())),
+    };
+    let quoted = format!("`{}`", on.replace('`', "``"));
+    let measure = match kind {
+        KeyKind::Int => format!("CAST({quoted} AS SIGNED)"),
+        KeyKind::Date => format!("DATEDIFF({quoted}, '1970-01-01')"),
+        KeyKind::Timestamp { .. } => {
+            format!("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {quoted})")
+        }
+    };
+    let row: MySqlRow = sqlx::query(AssertSqlSafe(format!(
+        "SELECT CAST(MIN({measure}) AS SIGNED), CAST(MAX({measure}) AS SIGNED) FROM ({query}) AS sluice_q"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| target.error("finding the partition bounds", &e))?;
+    let lo: Option<i64> = row
+        .try_get(0)
+        .map_err(|e| target.error("finding the partition bounds", &e))?;
+    let hi: Option<i64> = row
+        .try_get(1)
+        .map_err(|e| target.error("finding the partition bounds", &e))?;
+    let literal = |v: i64| match kind {
+        KeyKind::Int => v.to_string(),
+        KeyKind::Date => format!("'{}'", super::date_literal(v)),
+        KeyKind::Timestamp { .. } => format!("'{}'", super::timestamp_literal(v)),
+    };
+    Ok(split_ranges(lo.zip(hi), n, &quoted, literal))
+}
+
+/// Reads one statement's rows into batches.
+struct Reader {
+    target: DbTarget,
+    schema: SchemaRef,
+    columns: Vec<Described>,
+    batch_size: usize,
+}
+
+impl Reader {
+    async fn read(
+        &self,
+        conn: &mut MySqlConnection,
+        statement: &str,
+        tx: &mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        let mut cols: Vec<TextColumn> = self
+            .columns
+            .iter()
+            .map(|c| TextColumn::new(&c.ty, self.batch_size))
+            .collect();
+        let mut rows = sqlx::raw_sql(AssertSqlSafe(statement.to_string())).fetch(&mut *conn);
+        let mut in_batch = 0;
+        let mut seen: u64 = 0;
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| self.target.error("reading rows", &e))?;
+            seen += 1;
+            for (i, col) in cols.iter_mut().enumerate() {
+                let value: Option<&[u8]> = row
+                    .try_get_unchecked(i)
+                    .map_err(|e| self.target.error("reading rows", &e))?;
+                col.append(value).map_err(|m| {
+                    self.target.error_msg(
+                        "reading rows",
+                        &format!("row {seen}, column {}: {m}", self.columns[i].name),
+                    )
+                })?;
+            }
+            in_batch += 1;
+            if in_batch == self.batch_size {
+                in_batch = 0;
+                if tx.send(Ok(self.batch(&mut cols)?)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if in_batch > 0 {
+            let _ = tx.send(Ok(self.batch(&mut cols)?)).await;
+        }
+        Ok(())
+    }
+
+    fn batch(&self, cols: &mut [TextColumn]) -> Result<RecordBatch> {
+        let arrays = cols
+            .iter_mut()
+            .map(TextColumn::finish)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|m| self.target.error_msg("building a batch", &m))?;
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_map_exactly() {
+        assert_eq!(text_type("tinyint(1)"), Ok(TextType::Bool));
+        assert_eq!(text_type("tinyint(4)"), Ok(TextType::Int8));
+        assert_eq!(text_type("bigint(20) unsigned"), Ok(TextType::UInt64));
+        assert_eq!(text_type("int unsigned"), Ok(TextType::UInt32));
+        assert_eq!(
+            text_type("decimal(65,30)"),
+            Ok(TextType::Decimal {
+                precision: 65,
+                scale: 30
+            })
+        );
+        assert_eq!(text_type("enum('a','b')"), Ok(TextType::Utf8));
+        assert_eq!(
+            text_type("datetime(6)"),
+            Ok(TextType::Timestamp { utc: false })
+        );
+        assert_eq!(
+            text_type("timestamp"),
+            Ok(TextType::Timestamp { utc: true })
+        );
+        assert!(text_type("geometry").unwrap_err().contains("geometry"));
+    }
+}

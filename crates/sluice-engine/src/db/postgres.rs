@@ -1,0 +1,471 @@
+//! Extraction from PostgreSQL: the query's columns are described from the
+//! catalog (with their typmods, which decimals need), then the rows come
+//! out through `COPY (query) TO STDOUT (FORMAT binary)` and are decoded
+//! into Arrow batches of `batch_size` rows as they arrive.
+//!
+//! With `partitions = N` the query is split into N ranges of the
+//! `partition_on` column, each read on its own connection. All of them
+//! read one exported snapshot, so the parts add up to exactly what one
+//! query would have returned even while the table is being written.
+
+use super::pg_binary::{self, Column, PgType, Tuple};
+use super::{DbTarget, KeyKind, batch_stream, split_ranges};
+use crate::error::Result;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use sluice_core::config::SqlExtract;
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{AssertSqlSafe, Column as _, Connection, Executor, Row, SqlSafeStr, Statement as _};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// One output column: its name and how it is read.
+#[derive(Debug, Clone)]
+struct Described {
+    name: String,
+    ty: PgType,
+}
+
+pub async fn extract(
+    target: &DbTarget,
+    query: &str,
+    spec: &SqlExtract,
+) -> Result<SendableRecordBatchStream> {
+    let query = query.trim().trim_end_matches(';').trim_end();
+    let mut conn = connect(target).await?;
+    let columns = describe(target, &mut conn, query).await?;
+    let schema: SchemaRef = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let (tx, rx) = mpsc::channel(2);
+    if spec.partitions <= 1 {
+        let reader = Reader {
+            target: target.clone(),
+            schema: schema.clone(),
+            columns: columns.clone(),
+            batch_size: spec.batch_size,
+        };
+        let statement = copy_statement(query);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = reader.copy(&mut conn, &statement, &tx).await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+    } else {
+        let on = spec.partition_on.as_deref().unwrap_or_default();
+        let ranges =
+            partition_ranges(target, &mut conn, query, &columns, on, spec.partitions).await?;
+        let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| target.error("exporting a snapshot", &e))?;
+        let mut workers = Vec::new();
+        for range in ranges {
+            let reader = Reader {
+                target: target.clone(),
+                schema: schema.clone(),
+                columns: columns.clone(),
+                batch_size: spec.batch_size,
+            };
+            let statement = copy_statement(&format!(
+                "SELECT * FROM ({query}) AS sluice_q WHERE {range}"
+            ));
+            let snapshot = snapshot.clone();
+            let tx = tx.clone();
+            workers.push(tokio::spawn(async move {
+                let result = async {
+                    let mut conn = connect(&reader.target).await?;
+                    begin_snapshot(&reader.target, &mut conn, &snapshot).await?;
+                    reader.copy(&mut conn, &statement, &tx).await
+                }
+                .await;
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }));
+        }
+        // The exporting transaction must stay open until every worker has
+        // imported its snapshot; it is simplest to keep it to the end.
+        tokio::spawn(async move {
+            for w in workers {
+                let _ = w.await;
+            }
+            let _ = conn.close().await;
+        });
+    }
+    drop(tx);
+    Ok(batch_stream(schema, rx))
+}
+
+fn copy_statement(query: &str) -> String {
+    format!("COPY ({query}) TO STDOUT (FORMAT binary)")
+}
+
+async fn connect(target: &DbTarget) -> Result<PgConnection> {
+    PgConnection::connect(&target.url)
+        .await
+        .map_err(|e| target.error("connecting", &e))
+}
+
+async fn begin_snapshot(target: &DbTarget, conn: &mut PgConnection, snapshot: &str) -> Result<()> {
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| target.error("starting a transaction", &e))?;
+    let set = format!(
+        "SET TRANSACTION SNAPSHOT '{}'",
+        snapshot.replace('\'', "''")
+    );
+    conn.execute(AssertSqlSafe(set))
+        .await
+        .map_err(|e| target.error("importing the snapshot", &e))?;
+    Ok(())
+}
+
+/// Finds the query's columns and types. A temporary view (created in a
+/// transaction that is rolled back) gives every column's typmod, which
+/// the protocol's row description carries but sqlx does not expose; on a
+/// read-only server the prepared statement's columns are used instead,
+/// with typmods for columns that come straight from a table.
+async fn describe(
+    target: &DbTarget,
+    conn: &mut PgConnection,
+    query: &str,
+) -> Result<Vec<Described>> {
+    let raw = match view_columns(conn, query).await {
+        Ok(cols) => cols,
+        Err(e) if sqlstate(&e).as_deref() == Some("25006") => {
+            let _ = conn.execute("ROLLBACK").await;
+            statement_columns(conn, query)
+                .await
+                .map_err(|e| target.error("describing the query", &e))?
+        }
+        Err(e) => {
+            let _ = conn.execute("ROLLBACK").await;
+            return Err(target.error("describing the query", &e));
+        }
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    for (name, oid, typmod) in raw {
+        let ty = resolve(target, conn, &name, oid, typmod, 0).await?;
+        out.push(Described { name, ty });
+    }
+    Ok(out)
+}
+
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+}
+
+async fn view_columns(
+    conn: &mut PgConnection,
+    query: &str,
+) -> std::result::Result<Vec<(String, u32, i32)>, sqlx::Error> {
+    conn.execute("BEGIN").await?;
+    conn.execute(AssertSqlSafe(format!(
+        "CREATE TEMPORARY VIEW sluice_describe AS {query}"
+    )))
+    .await?;
+    let rows: Vec<PgRow> = sqlx::query(
+        "SELECT attname::text, atttypid::int8, atttypmod FROM pg_attribute \
+         WHERE attrelid = 'pg_temp.sluice_describe'::regclass AND attnum > 0 \
+         AND NOT attisdropped ORDER BY attnum",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    conn.execute("ROLLBACK").await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)? as u32, r.try_get(2)?)))
+        .collect()
+}
+
+async fn statement_columns(
+    conn: &mut PgConnection,
+    query: &str,
+) -> std::result::Result<Vec<(String, u32, i32)>, sqlx::Error> {
+    let statement = conn
+        .prepare(AssertSqlSafe(query.to_string()).into_sql_str())
+        .await?;
+    let mut out = Vec::new();
+    for col in statement.columns() {
+        let oid = col.type_info().oid().map(|o| o.0).unwrap_or(0);
+        let typmod = match (col.relation_id(), col.relation_attribute_no()) {
+            (Some(rel), Some(attno)) => sqlx::query_scalar::<_, i32>(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = $1::int8::oid AND attnum = $2",
+            )
+            .bind(i64::from(rel.0))
+            .bind(attno)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(-1),
+            _ => -1,
+        };
+        out.push((col.name().to_string(), oid, typmod));
+    }
+    Ok(out)
+}
+
+/// Maps a type OID to how Sluice reads it. Built-in types are known by
+/// OID; others (enums, domains, arrays of those, extension types) are
+/// looked up in `pg_type`.
+async fn resolve(
+    target: &DbTarget,
+    conn: &mut PgConnection,
+    column: &str,
+    oid: u32,
+    typmod: i32,
+    depth: u8,
+) -> Result<PgType> {
+    let builtin = |oid: u32| -> Option<std::result::Result<PgType, String>> {
+        Some(Ok(match oid {
+            16 => PgType::Bool,
+            17 => PgType::Bytea,
+            18 | 19 | 25 | 142 | 1042 | 1043 => PgType::Text,
+            20 => PgType::Int8,
+            21 => PgType::Int2,
+            23 => PgType::Int4,
+            26 => PgType::Oid,
+            114 => PgType::Json,
+            700 => PgType::Float4,
+            701 => PgType::Float8,
+            1082 => PgType::Date,
+            1083 => PgType::Time,
+            1114 => PgType::Timestamp,
+            1184 => PgType::Timestamptz,
+            1186 => PgType::Interval,
+            1700 => return Some(pg_binary::numeric_type(typmod)),
+            2950 => PgType::Uuid,
+            3802 => PgType::Jsonb,
+            _ => return None,
+        }))
+    };
+    if let Some(found) = builtin(oid) {
+        return found.map_err(|m| target.column_error(column, &m));
+    }
+    let row: Option<PgRow> = sqlx::query(
+        "SELECT typname::text, typtype::text, typcategory::text, typelem::int8, \
+         typbasetype::int8, typtypmod, format_type(oid, $2) \
+         FROM pg_type WHERE oid = $1::int8::oid",
+    )
+    .bind(i64::from(oid))
+    .bind(typmod)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| target.error("looking up a column type", &e))?;
+    let Some(row) = row else {
+        return Err(target.column_error(column, &format!("unknown type OID {oid}")));
+    };
+    let get = |i: usize| -> Result<String> {
+        row.try_get::<String, _>(i)
+            .map_err(|e| target.error("looking up a column type", &e))
+    };
+    let (name, kind, category, shown) = (get(0)?, get(1)?, get(2)?, get(6)?);
+    let elem: i64 = row.try_get(3).unwrap_or(0);
+    let base: i64 = row.try_get(4).unwrap_or(0);
+    let base_typmod: i32 = row.try_get(5).unwrap_or(-1);
+    if depth > 4 {
+        return Err(target.column_error(column, &format!("type {shown} nests too deeply")));
+    }
+    match (kind.as_str(), category.as_str()) {
+        ("e", _) => Ok(PgType::Text),
+        ("d", _) => {
+            Box::pin(resolve(target, conn, column, base as u32, base_typmod, depth + 1)).await
+        }
+        (_, "A") if elem != 0 => {
+            let item = Box::pin(resolve(target, conn, column, elem as u32, typmod, depth + 1)).await?;
+            if matches!(item, PgType::Array(_)) {
+                return Err(target.column_error(column, "arrays of arrays are not supported"));
+            }
+            Ok(PgType::Array(Box::new(item)))
+        }
+        _ if name == "citext" => Ok(PgType::Text),
+        _ => Err(target.column_error(
+            column,
+            &format!(
+                "type {shown} has no Arrow mapping in Sluice; cast it in the query, e.g. {column}::text"
+            ),
+        )),
+    }
+}
+
+/// The WHERE conditions that split the query into `n` ranges of column
+/// `on`. Runs in the snapshot the ranges are then read in.
+async fn partition_ranges(
+    target: &DbTarget,
+    conn: &mut PgConnection,
+    query: &str,
+    columns: &[Described],
+    on: &str,
+    n: usize,
+) -> Result<Vec<String>> {
+    let col = super::partition_column(columns.iter().map(|c| c.name.as_str()), on)
+        .map(|i| &columns[i])?;
+    let kind = match col.ty {
+        PgType::Int2 | PgType::Int4 | PgType::Int8 => KeyKind::Int,
+        PgType::Date => KeyKind::Date,
+        PgType::Timestamp => KeyKind::Timestamp { utc: false },
+        PgType::Timestamptz => KeyKind::Timestamp { utc: true },
+        _ => return Err(super::unsplittable(on, &col.ty.arrow_type())),
+    };
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| target.error("starting a transaction", &e))?;
+    let quoted = format!("\"{}\"", on.replace('"', "\"\""));
+    let measure = match kind {
+        KeyKind::Int => format!("{quoted}::int8"),
+        KeyKind::Date => format!("({quoted} - date '1970-01-01')::int8"),
+        KeyKind::Timestamp { .. } => format!("(extract(epoch from {quoted}) * 1000000)::int8"),
+    };
+    let bounds: (Option<i64>, Option<i64>) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT min({measure}), max({measure}) FROM ({query}) AS sluice_q"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| target.error("finding the partition bounds", &e))?;
+    let literal = |v: i64| match kind {
+        KeyKind::Int => v.to_string(),
+        KeyKind::Date => format!("date '{}'", super::date_literal(v)),
+        KeyKind::Timestamp { utc: false } => {
+            format!("timestamp '{}'", super::timestamp_literal(v))
+        }
+        KeyKind::Timestamp { utc: true } => {
+            format!("timestamptz '{}+00'", super::timestamp_literal(v))
+        }
+    };
+    Ok(split_ranges(bounds.0.zip(bounds.1), n, &quoted, literal))
+}
+
+/// Reads one COPY stream into batches.
+struct Reader {
+    target: DbTarget,
+    schema: SchemaRef,
+    columns: Vec<Described>,
+    batch_size: usize,
+}
+
+type Sender = mpsc::Sender<Result<RecordBatch>>;
+
+impl Reader {
+    async fn copy(&self, conn: &mut PgConnection, statement: &str, tx: &Sender) -> Result<()> {
+        let mut stream = conn
+            .copy_out_raw(statement)
+            .await
+            .map_err(|e| self.target.error("running the query", &e))?;
+        let mut cols: Vec<Column> = self
+            .columns
+            .iter()
+            .map(|c| Column::new(&c.ty, self.batch_size))
+            .collect();
+        let mut state = Progress {
+            header_read: false,
+            ended: false,
+            in_batch: 0,
+            rows: 0,
+        };
+        let mut pending: Vec<u8> = Vec::new();
+        let mut ready: Vec<RecordBatch> = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.target.error("reading rows", &e))?;
+            if pending.is_empty() {
+                let used = self.read(&chunk, &mut cols, &mut state, &mut ready)?;
+                pending.extend_from_slice(&chunk[used..]);
+            } else {
+                pending.extend_from_slice(&chunk);
+                let used = self.read(&pending, &mut cols, &mut state, &mut ready)?;
+                pending.drain(..used);
+            }
+            for batch in ready.drain(..) {
+                if tx.send(Ok(batch)).await.is_err() {
+                    // The consumer is gone (cancelled): stop reading.
+                    return Ok(());
+                }
+            }
+        }
+        if !state.ended || !pending.is_empty() {
+            return Err(self
+                .target
+                .error_msg("reading rows", "the COPY stream ended early"));
+        }
+        if state.in_batch > 0 {
+            let batch = self.batch(&mut cols)?;
+            let _ = tx.send(Ok(batch)).await;
+        }
+        Ok(())
+    }
+
+    /// Decodes the whole tuples at the start of `buf`; returns the bytes used.
+    fn read(
+        &self,
+        buf: &[u8],
+        cols: &mut [Column],
+        state: &mut Progress,
+        ready: &mut Vec<RecordBatch>,
+    ) -> Result<usize> {
+        let mut at = 0;
+        if !state.header_read {
+            match pg_binary::header_len(buf)
+                .map_err(|m| self.target.error_msg("reading rows", &m))?
+            {
+                None => return Ok(0),
+                Some(n) => {
+                    at = n;
+                    state.header_read = true;
+                }
+            }
+        }
+        while !state.ended {
+            match pg_binary::read_tuple(&buf[at..], cols) {
+                Ok(Tuple::Row(n)) => {
+                    at += n;
+                    state.rows += 1;
+                    state.in_batch += 1;
+                    if state.in_batch == self.batch_size {
+                        ready.push(self.batch(cols)?);
+                        state.in_batch = 0;
+                    }
+                }
+                Ok(Tuple::End) => {
+                    at += 2;
+                    state.ended = true;
+                }
+                Ok(Tuple::Partial) => break,
+                Err((col, message)) => {
+                    let what = match col {
+                        Some(i) => format!(
+                            "row {}, column {}: {message}",
+                            state.rows + 1,
+                            self.columns[i].name
+                        ),
+                        None => format!("row {}: {message}", state.rows + 1),
+                    };
+                    return Err(self.target.error_msg("reading rows", &what));
+                }
+            }
+        }
+        Ok(at)
+    }
+
+    fn batch(&self, cols: &mut [Column]) -> Result<RecordBatch> {
+        let arrays = cols
+            .iter_mut()
+            .map(|c| c.finish())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|m| self.target.error_msg("building a batch", &m))?;
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+}
+
+struct Progress {
+    header_read: bool,
+    ended: bool,
+    in_batch: usize,
+    rows: u64,
+}
