@@ -871,6 +871,7 @@ impl Daemon {
                 u.rows_out = Some(c.rows_out as i64);
                 u.bad_records = Some(c.bad as i64);
                 u.bytes_written = Some(c.bytes as i64);
+                u.watermark = c.watermark.clone();
             }
             self.pending.push(Op::Finish {
                 dag: key.0.clone(),

@@ -42,7 +42,7 @@ pub fn job_set(config: &DaemonConfig) -> JobSet {
 
 /// A daemon on `config`'s state store and the data plane's engine.
 pub fn daemon(store: StateStore, config: &DaemonConfig, opts: Options) -> Result<Daemon> {
-    let engine = Arc::new(Engine::new(config.clone())?);
+    let engine = Arc::new(Engine::new(config.clone())?.with_marks(Arc::new(store.clone())));
     Ok(Daemon::new(
         store,
         Arc::new(EngineRunner(engine)),

@@ -24,6 +24,8 @@ pub struct Engine {
     pub stores: Stores,
     staging: Staging,
     dead_letter: Location,
+    /// Where incremental extracts read their marks; without it they fail.
+    marks: Option<Arc<dyn crate::db::MarkSource>>,
 }
 
 impl Engine {
@@ -36,7 +38,14 @@ impl Engine {
             stores,
             staging,
             dead_letter,
+            marks: None,
         })
+    }
+
+    /// Lets incremental extracts read the marks kept in `source`.
+    pub fn with_marks(mut self, source: Arc<dyn crate::db::MarkSource>) -> Self {
+        self.marks = Some(source);
+        self
     }
 
     /// Where a task's bad records go for one logical date.
@@ -78,6 +87,9 @@ pub struct TaskReport {
     pub bytes_written: u64,
     pub duration: Duration,
     pub error: Option<String>,
+    /// An incremental extract's next mark, for the caller to keep once
+    /// the run has succeeded.
+    pub watermark: Option<String>,
 }
 
 /// What a run did, task by task in DAG order.
@@ -101,6 +113,9 @@ pub struct Counts {
     pub rows_out: u64,
     pub bad: u64,
     pub bytes: u64,
+    /// For an incremental extract: the mark to advance to once the run
+    /// has succeeded.
+    pub watermark: Option<String>,
 }
 
 /// How a job's tasks group into units of work. A load whose input feeds
@@ -234,14 +249,22 @@ impl Engine {
         let TaskKind::Sensor(sensor) = &task.kind else {
             return Err(Error::Internal(format!("task {} is not a sensor", task.id)));
         };
-        let SensorKind::ObjectExists { url, connection } = &sensor.kind;
-        let key = format!("{}: tasks.{}.url", job.file.display(), task.id);
-        let url = ctx.render(url, &key)?;
-        let loc = self.stores.resolve(&url, connection.as_deref())?;
-        match loc.store.head(&loc.path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(Error::store(format!("checking {}", loc.url()), e)),
+        match &sensor.kind {
+            SensorKind::ObjectExists { url, connection } => {
+                let key = format!("{}: tasks.{}.url", job.file.display(), task.id);
+                let url = ctx.render(url, &key)?;
+                let loc = self.stores.resolve(&url, connection.as_deref())?;
+                match loc.store.head(&loc.path).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(Error::store(format!("checking {}", loc.url()), e)),
+                }
+            }
+            SensorKind::Sql { connection, query } => {
+                let key = format!("{}: tasks.{}.query", job.file.display(), task.id);
+                let query = ctx.render(query, &key)?;
+                crate::db::poke(&self.config, connection, &query).await
+            }
         }
     }
 
@@ -298,6 +321,7 @@ pub async fn run(
             bytes_written: counts.bytes,
             duration,
             error,
+            watermark: counts.watermark.clone(),
         };
 
     loop {
@@ -461,9 +485,7 @@ async fn run_unit(
             let counts = finish(staged.rows);
             Ok((vec![(task.id.clone(), counts)], Some(staged)))
         }
-        TaskKind::Load(Load::Parquet(p)) => {
-            let url = ctx.render(&p.url, &key("url"))?;
-            let dest = engine.stores.resolve(&url, p.connection.as_deref())?;
+        TaskKind::Load(load) => {
             let mut counts = Vec::new();
             let (stream, finish): (SendableRecordBatchStream, Option<Finish>) = match producer {
                 Some(pid) => {
@@ -472,36 +494,50 @@ async fn run_unit(
                     (s, Some(f))
                 }
                 None => {
-                    let input = inputs.get(&p.input).ok_or_else(|| {
-                        Error::Internal(format!("input {} was not staged", p.input))
+                    let input_name = load.input();
+                    let input = inputs.get(input_name).ok_or_else(|| {
+                        Error::Internal(format!("input {input_name} was not staged"))
                     })?;
                     let session = crate::sql::session(engine.config.memory_limit)?;
-                    crate::sql::register(&session, &p.input, input).await?;
-                    let df = session.table(p.input.as_str()).await?;
+                    crate::sql::register(&session, input_name, input).await?;
+                    let df = session.table(input_name).await?;
                     (df.execute_stream().await?, None)
                 }
             };
-            let options = ParquetOptions {
-                compression: p.compression,
-                row_group_size: p.row_group_size,
-                max_file_size: p.max_file_size,
-                partition_by: p.partition_by.clone(),
+            let (rows, bytes) = match load {
+                Load::Parquet(p) => {
+                    let url = ctx.render(&p.url, &key("url"))?;
+                    let dest = engine.stores.resolve(&url, p.connection.as_deref())?;
+                    let options = ParquetOptions {
+                        compression: p.compression,
+                        row_group_size: p.row_group_size,
+                        max_file_size: p.max_file_size,
+                        partition_by: p.partition_by.clone(),
+                    };
+                    let run_key = format!("{}-{}-{}", job.name, task.id, date_key);
+                    let summary = write_dataset(stream, &dest, &run_key, &options).await?;
+                    tracing::info!(dag = %job.name, task = %task.id, files = summary.files.len(), rows = summary.rows, dest = %dest.url(), "published");
+                    (summary.rows, summary.bytes)
+                }
+                Load::Sql(l) => {
+                    let table = ctx.render(&l.table, &key("table"))?;
+                    let rows = crate::db::load(&engine.config, l, &table, stream).await?;
+                    tracing::info!(dag = %job.name, task = %task.id, rows, table = %table, "loaded");
+                    (rows, 0)
+                }
             };
-            let run_key = format!("{}-{}-{}", job.name, task.id, date_key);
-            let summary = write_dataset(stream, &dest, &run_key, &options).await?;
             if let (Some(pid), Some(finish)) = (producer, finish) {
-                counts.push((pid.to_string(), finish(summary.rows)));
+                counts.push((pid.to_string(), finish(rows)));
             }
             counts.push((
                 task.id.clone(),
                 Counts {
-                    rows_in: summary.rows,
-                    rows_out: summary.rows,
-                    bad: 0,
-                    bytes: summary.bytes,
+                    rows_in: rows,
+                    rows_out: rows,
+                    bytes,
+                    ..Counts::default()
                 },
             ));
-            tracing::info!(dag = %job.name, task = %task.id, files = summary.files.len(), rows = summary.rows, dest = %dest.url(), "published");
             Ok((counts, None))
         }
         TaskKind::Check(check) => {
@@ -588,18 +624,34 @@ async fn produce(
                 rows_in: stats.get(&stats.records),
                 rows_out: rows,
                 bad: stats.get(&stats.bad),
-                bytes: 0,
+                ..Counts::default()
             });
             Ok((stream, finish))
         }
         TaskKind::Extract(Extract::Sql(spec)) => {
             let query = ctx.render(&spec.query, &key("query"))?;
-            let stream = crate::db::extract(&engine.config, spec, &query).await?;
+            let mark = match (&spec.incremental, &engine.marks) {
+                (None, _) => None,
+                (Some(_), None) => {
+                    return Err(Error::Config(format!(
+                        "{}: incremental extraction keeps its mark in the state store, which this run has not opened",
+                        key("incremental")
+                    )));
+                }
+                (Some(_), Some(source)) => source
+                    .mark(&job.name, &task.id)
+                    .await
+                    .map_err(|e| Error::Internal(format!("reading the watermark: {e}")))?
+                    .map(|text| crate::db::Mark::parse(&text))
+                    .transpose()?,
+            };
+            let (stream, tracker) = crate::db::extract(&engine.config, spec, &query, mark).await?;
+            let incremental = spec.incremental.is_some();
             let finish: Finish = Box::new(move |rows| Counts {
                 rows_in: rows,
                 rows_out: rows,
-                bad: 0,
-                bytes: 0,
+                watermark: incremental.then(|| tracker.next(mark)).flatten(),
+                ..Counts::default()
             });
             Ok((stream, finish))
         }
@@ -623,8 +675,7 @@ async fn produce(
             let finish: Finish = Box::new(move |rows| Counts {
                 rows_in,
                 rows_out: rows,
-                bad: 0,
-                bytes: 0,
+                ..Counts::default()
             });
             Ok((stream, finish))
         }

@@ -86,6 +86,28 @@ pub async fn check_job(job: &Job, config: &DaemonConfig) -> Vec<ConfigError> {
                     errors.push(err(id, "check", "a check must return one boolean column, e.g. SELECT count(*) > 0 FROM daily".into()));
                 }
             }
+            TaskKind::Load(Load::Sql(l)) => {
+                if let Err(e) = crate::db::DbTarget::resolve(config, &l.connection) {
+                    errors.push(err(id, "connection", e.to_string()));
+                }
+                if let (Some(schema), sluice_core::config::LoadMode::Upsert { key }) =
+                    (schemas.get(&l.input), &l.mode)
+                {
+                    for k in key {
+                        if schema.field_with_name(k).is_err() {
+                            errors.push(err(
+                                id,
+                                "key",
+                                format!(
+                                    "column \"{k}\" is not in {}; its columns: {}",
+                                    l.input,
+                                    crate::schema::column_names(schema)
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
             TaskKind::Load(Load::Parquet(p)) => {
                 if let Some(schema) = schemas.get(&p.input) {
                     for col in &p.partition_by {
@@ -111,14 +133,20 @@ pub async fn check_job(job: &Job, config: &DaemonConfig) -> Vec<ConfigError> {
                     errors.push(err(id, "url", e));
                 }
             }
-            TaskKind::Sensor(s) => {
-                let SensorKind::ObjectExists { url, connection } = &s.kind;
-                if let Ok(url) = ctx.render(url, "")
-                    && let Err(e) = resolve_only(&stores, url.as_str(), connection.as_deref())
-                {
-                    errors.push(err(id, "url", e));
+            TaskKind::Sensor(s) => match &s.kind {
+                SensorKind::ObjectExists { url, connection } => {
+                    if let Ok(url) = ctx.render(url, "")
+                        && let Err(e) = resolve_only(&stores, url.as_str(), connection.as_deref())
+                    {
+                        errors.push(err(id, "url", e));
+                    }
                 }
-            }
+                SensorKind::Sql { connection, .. } => {
+                    if let Err(e) = crate::db::DbTarget::resolve(config, connection) {
+                        errors.push(err(id, "connection", e.to_string()));
+                    }
+                }
+            },
         }
     }
     errors

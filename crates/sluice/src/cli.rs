@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
-use sluice_core::config::{DaemonConfig, Job, load_job, load_jobs_dir};
+use sluice_core::config::{DaemonConfig, Extract, Job, TaskKind, load_job, load_jobs_dir};
 use sluice_core::env::process_env;
 use sluice_engine::runner::{Engine, run};
 use std::io::IsTerminal;
@@ -177,8 +177,33 @@ async fn run_job(
     };
     let date = date.unwrap_or_else(|| default_date(&job));
     let ctx = job.manual_context(date);
-    let engine = Arc::new(Engine::new(config)?);
-    let report = run(engine, Arc::new(job), Arc::new(ctx), task).await?;
+    // Incremental extracts keep their marks in the state store, as under
+    // the daemon; other jobs run without opening it.
+    let incremental = job
+        .tasks
+        .iter()
+        .any(|t| matches!(&t.kind, TaskKind::Extract(Extract::Sql(q)) if q.incremental.is_some()));
+    let store = if incremental {
+        Some(sluice_daemon::state::StateStore::connect(&config.state).await?)
+    } else {
+        None
+    };
+    let mut engine = Engine::new(config)?;
+    if let Some(store) = &store {
+        engine = engine.with_marks(Arc::new(store.clone()));
+    }
+    let job = Arc::new(job);
+    let report = run(Arc::new(engine), job.clone(), Arc::new(ctx), task).await?;
+    if let Some(store) = &store
+        && report.success()
+    {
+        let now = chrono::Utc::now().timestamp_micros();
+        for t in &report.tasks {
+            if let Some(mark) = &t.watermark {
+                store.set_watermark(&job.name, &t.task, mark, now).await?;
+            }
+        }
+    }
     print!("{}", crate::summary::render(&report));
     Ok(if report.success() {
         ExitCode::SUCCESS

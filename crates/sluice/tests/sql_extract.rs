@@ -426,3 +426,242 @@ fn a_wrong_password_names_the_connection_and_hides_the_password() {
         &format!("DROP USER '{user}'@'%'; DROP USER '{user}'@'localhost';"),
     );
 }
+
+/// Writes a job whose only task is a sql sensor on connection `app`.
+fn write_sensor_job(dir: &Path, url: &str, query: &str) {
+    std::fs::write(
+        dir.join("sluice.toml"),
+        format!("jobs = \"jobs\"\nstaging = \"file://./staging\"\n\n[connections.app]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("jobs")).unwrap();
+    std::fs::write(
+        dir.join("jobs/sensor_job.toml"),
+        format!(
+            "[tasks.ready]\nsensor = \"sql\"\nconnection = \"app\"\nquery = \"{query}\"\npoke_interval = \"100ms\"\ntimeout = \"2s\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn sql_sensors_wait_for_true_and_fail_on_a_non_boolean() {
+    let pg = fresh_postgres_database();
+    psql(
+        database_of(&pg),
+        "CREATE TABLE loads (ds date); INSERT INTO loads VALUES ('2026-11-20');",
+    );
+    let maria = common::fresh_mariadb_database();
+    common::mariadb(
+        database_of(&maria),
+        "CREATE TABLE loads (ds date); INSERT INTO loads VALUES ('2026-11-20');",
+    );
+    for url in [&pg, &maria] {
+        let query = "SELECT count(*) > 0 FROM loads WHERE ds = '{{ ds }}'";
+        let dir = tempfile::tempdir().unwrap();
+        write_sensor_job(dir.path(), url, query);
+        // The row for the 20th is there: the first poke succeeds.
+        let out = run(sluice(dir.path()).args(["run", "sensor_job", "--date", "2026-11-20"]));
+        assert!(out.status.success(), "{url}: {}", stderr(&out));
+        // Nothing for the 21st: the sensor pokes until its timeout.
+        let started = std::time::Instant::now();
+        let out = run(sluice(dir.path()).args(["run", "sensor_job", "--date", "2026-11-21"]));
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+        let text = format!("{}{}", common::stdout(&out), stderr(&out));
+        assert!(text.contains("timed out"), "{url}: {text}");
+        // A query whose answer is not a boolean fails at once.
+        write_sensor_job(dir.path(), url, "SELECT 'yes' AS answer");
+        let started = std::time::Instant::now();
+        let out = run(sluice(dir.path()).args(["run", "sensor_job", "--date", "2026-11-20"]));
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let text = format!("{}{}", common::stdout(&out), stderr(&out));
+        assert!(
+            text.contains("connection app") && text.contains("needs a boolean"),
+            "{url}: {text}"
+        );
+    }
+}
+
+/// Writes a job whose incremental extract of `items` publishes each run's
+/// rows under `out/<ds>/`.
+fn write_incremental_job(dir: &Path, url: &str) {
+    std::fs::write(
+        dir.join("sluice.toml"),
+        format!(
+            "jobs = \"jobs\"\nstate = \"sqlite://state.db\"\nstaging = \"file://./staging\"\n\n[connections.app]\nurl = \"{url}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("jobs")).unwrap();
+    std::fs::write(
+        dir.join("jobs/items_sync.toml"),
+        r#"schedule = "@daily"
+start = "2026-11-01"
+
+[tasks.items]
+extract = "sql"
+connection = "app"
+query = "SELECT id, name, updated_at FROM items"
+incremental = { column = "updated_at" }
+
+[tasks.out]
+load = "parquet"
+input = "items"
+url = "out/{{ ds }}/"
+"#,
+    )
+    .unwrap();
+}
+
+/// The ids each `out/<ds>` folder holds, by date.
+fn ids_by_date(out: &Path) -> String {
+    let script = r#"
+import sys, os, pyarrow.dataset as ds
+for d in sorted(os.listdir(sys.argv[1])):
+    t = ds.dataset(os.path.join(sys.argv[1], d), format="parquet").to_table()
+    print(d, sorted(t.column("id").to_pylist()))
+"#;
+    python_script(script, &[out.to_str().unwrap()])
+}
+
+#[test]
+fn incremental_runs_read_each_new_row_once_and_a_failed_publish_keeps_the_mark() {
+    let pg = fresh_postgres_database();
+    let db = database_of(&pg).to_string();
+    psql(
+        &db,
+        "CREATE TABLE items (id int, name text, updated_at timestamptz);
+         INSERT INTO items VALUES (1, 'a', '2026-11-01 10:00:00+00'), (2, 'b', '2026-11-01 11:00:00+00'),
+                                  (3, 'c', '2026-11-01 12:00:00.5+00');",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_incremental_job(dir.path(), &pg);
+    let run_date = |date: &str| run(sluice(dir.path()).args(["run", "items_sync", "--date", date]));
+    assert!(run_date("2026-11-01").status.success());
+    // Two new rows and one updated row.
+    psql(
+        &db,
+        "INSERT INTO items VALUES (4, 'd', '2026-11-02 09:00:00+00'), (5, 'e', '2026-11-02 09:30:00+00');
+         UPDATE items SET name = 'b2', updated_at = '2026-11-02 10:00:00+00' WHERE id = 2;",
+    );
+    assert!(run_date("2026-11-02").status.success());
+    // A run whose publish fails: a file stands where its folder must go.
+    psql(
+        &db,
+        "INSERT INTO items VALUES (6, 'f', '2026-11-03 08:00:00+00');",
+    );
+    std::fs::write(dir.path().join("out/2026-11-03"), "in the way").unwrap();
+    let failed = run_date("2026-11-03");
+    assert_eq!(failed.status.code(), Some(1));
+    std::fs::remove_file(dir.path().join("out/2026-11-03")).unwrap();
+    // The mark stayed where run 2 left it: the retry reads row 6, and only it.
+    assert!(run_date("2026-11-03").status.success());
+    // Nothing new: an empty extract, and the mark stays.
+    assert!(run_date("2026-11-04").status.success());
+    assert_eq!(
+        ids_by_date(&dir.path().join("out")),
+        "2026-11-01 [1, 2, 3]\n2026-11-02 [2, 4, 5]\n2026-11-03 [6]\n2026-11-04 []\n"
+    );
+}
+
+#[test]
+fn incremental_marks_advance_under_the_daemon_too() {
+    let maria = common::fresh_mariadb_database();
+    let db = database_of(&maria).to_string();
+    common::mariadb(
+        &db,
+        "CREATE TABLE items (id int, name text, updated_at datetime(6));
+         INSERT INTO items VALUES (1, 'a', '2026-11-01 10:00:00'), (2, 'b', '2026-11-01 11:00:00.25');",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_incremental_job(dir.path(), &maria);
+    let backfill = |from: &str, to: &str| {
+        run(sluice(dir.path()).args(["backfill", "items_sync", "--from", from, "--to", to]))
+    };
+    // Runs take turns (max_active_runs is 1 for incremental jobs): the
+    // first reads both rows, the next two nothing.
+    assert!(backfill("2026-11-01", "2026-11-03").status.success());
+    common::mariadb(
+        &db,
+        "INSERT INTO items VALUES (3, 'c', '2026-11-04 00:00:00');
+         UPDATE items SET updated_at = '2026-11-04 01:00:00' WHERE id = 1;",
+    );
+    assert!(backfill("2026-11-04", "2026-11-04").status.success());
+    assert_eq!(
+        ids_by_date(&dir.path().join("out")),
+        "2026-11-01 [1, 2]\n2026-11-02 []\n2026-11-03 []\n2026-11-04 [1, 3]\n"
+    );
+}
+
+const SQLITE_SETUP: &str = r#"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.executescript('''
+CREATE TABLE everything (
+    id INTEGER PRIMARY KEY, i BIGINT, f DOUBLE, n DECIMAL(12,2), t TEXT, vc VARCHAR(10),
+    b BOOLEAN, d DATE, ts DATETIME, bl BLOB, j JSON
+);
+INSERT INTO everything (id) VALUES (1);
+INSERT INTO everything VALUES (2, -9223372036854775808, -1.5e300, '-9999999999.99', '', '', 0,
+    '1970-01-01', '1970-01-01 00:00:00', X'', '[]');
+INSERT INTO everything VALUES (3, 9223372036854775807, 2.5, 1234.5, '日本語 ✓', 'ünï', 1,
+    '9999-12-31', '9999-12-31T23:59:59.999999Z', X'00FF10', '{"a": 1}');
+''')
+db.commit()
+"#;
+
+const CHECK_SQLITE: &str = r#"
+import sys, datetime, decimal
+import pyarrow as pa, pyarrow.dataset as ds
+t = ds.dataset(sys.argv[1], format="parquet").to_table().sort_by("id")
+want = {"id": pa.int64(), "i": pa.int64(), "f": pa.float64(), "n": pa.decimal128(12, 2), "t": pa.string(),
+        "vc": pa.string(), "b": pa.bool_(), "d": pa.date32(), "ts": pa.timestamp("us"), "bl": pa.binary(),
+        "j": pa.string(), "twice": pa.int64()}
+got = {f.name: f.type for f in t.schema}
+assert got == want, got
+rows = t.to_pylist()
+assert all(v is None for k, v in rows[0].items() if k not in ("id", "twice")), rows[0]
+lo, hi = rows[1], rows[2]
+assert (lo["i"], hi["i"]) == (-2**63, 2**63 - 1)
+assert (lo["f"], hi["f"]) == (-1.5e300, 2.5)
+assert (lo["n"], hi["n"]) == (decimal.Decimal("-9999999999.99"), decimal.Decimal("1234.50"))
+assert (lo["t"], lo["vc"], hi["t"], hi["vc"]) == ("", "", "日本語 ✓", "ünï")
+assert (lo["b"], hi["b"]) == (False, True)
+assert (lo["d"], hi["d"]) == (datetime.date(1970, 1, 1), datetime.date(9999, 12, 31))
+assert hi["ts"] == datetime.datetime(9999, 12, 31, 23, 59, 59, 999999), hi["ts"]
+assert (lo["bl"], hi["bl"]) == (b"", b"\x00\xff\x10")
+assert (lo["j"], hi["j"]) == ("[]", '{"a": 1}')
+assert [r["twice"] for r in rows] == [2, 4, 6]
+print("ok")
+"#;
+
+#[test]
+fn sqlite_types_round_trip_to_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.db");
+    python_script(SQLITE_SETUP, &[file.to_str().unwrap()]);
+    write_job(
+        dir.path(),
+        &format!("sqlite://{}", file.display()),
+        "SELECT *, id * 2 AS twice FROM everything ORDER BY id",
+        "batch_size = 2",
+    );
+    let out = run(sluice(dir.path()).args(["run", "extract_job", "--date", "2026-11-20"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let checked = python_script(CHECK_SQLITE, &[dir.path().join("out").to_str().unwrap()]);
+    assert_eq!(checked.trim(), "ok");
+    // Text in an INTEGER column is an error naming the row and column.
+    python_script(
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute(\"INSERT INTO everything (id, i) VALUES (4, 'lots')\"); db.commit()",
+        &[file.to_str().unwrap()],
+    );
+    let out = run(sluice(dir.path()).args(["run", "extract_job", "--date", "2026-11-21"]));
+    assert_eq!(out.status.code(), Some(1));
+    let text = format!("{}{}", common::stdout(&out), stderr(&out));
+    assert!(
+        text.contains("row 4, column i") && text.contains("lots"),
+        "{text}"
+    );
+}

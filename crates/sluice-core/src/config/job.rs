@@ -235,8 +235,7 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
         .unwrap_or_default(),
         timeout,
     };
-    let max_active_runs = raw.max_active_runs.unwrap_or(16);
-    if max_active_runs == 0 {
+    if raw.max_active_runs == Some(0) {
         errors.push(err("max_active_runs", "must be at least 1".into()));
     }
     let params = serde_json::to_value(&raw.params).unwrap_or(serde_json::Value::Null);
@@ -255,6 +254,26 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
         }
     }
 
+    // Runs of a job with an incremental extract take turns: each reads the
+    // mark the one before it advanced.
+    let incremental = tasks.iter().find(
+        |t| matches!(&t.kind, TaskKind::Extract(super::Extract::Sql(q)) if q.incremental.is_some()),
+    );
+    let max_active_runs = match (raw.max_active_runs, incremental) {
+        (Some(n), Some(t)) if n > 1 => {
+            errors.push(err(
+                "max_active_runs",
+                format!(
+                    "task {} extracts incrementally, so runs must take turns reading and advancing its mark; set max_active_runs = 1 (the default for such jobs)",
+                    t.id
+                ),
+            ));
+            n
+        }
+        (Some(n), _) => n,
+        (None, Some(_)) => 1,
+        (None, None) => 16,
+    };
     let mut job = Job {
         file: file.to_path_buf(),
         name,
@@ -333,13 +352,19 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
                 } else {
                     errors.push(err(&format!("{base}.input"), unknown_task(input, &ids)));
                 }
-                let super::Load::Parquet(p) = l;
-                render("url", &p.url, &mut errors);
+                match l {
+                    super::Load::Parquet(p) => render("url", &p.url, &mut errors),
+                    super::Load::Sql(q) => render("table", &q.table, &mut errors),
+                };
             }
-            TaskKind::Sensor(s) => {
-                let super::SensorKind::ObjectExists { url, .. } = &s.kind;
-                render("url", url, &mut errors);
-            }
+            TaskKind::Sensor(s) => match &s.kind {
+                super::SensorKind::ObjectExists { url, .. } => {
+                    render("url", url, &mut errors);
+                }
+                super::SensorKind::Sql { query, .. } => {
+                    render("query", query, &mut errors);
+                }
+            },
         }
         nodes.push((task.id.clone(), ups));
     }

@@ -68,6 +68,9 @@ pub struct SqlExtract {
     /// once on as many connections.
     pub partition_on: Option<String>,
     pub partitions: usize,
+    /// `incremental = { column = "updated_at" }`: read only rows whose
+    /// column is past the mark the last successful run left.
+    pub incremental: Option<String>,
 }
 
 /// Rows per batch when a SQL extract does not say.
@@ -131,14 +134,41 @@ pub struct Check {
 #[derive(Debug, Clone)]
 pub enum Load {
     Parquet(ParquetLoad),
+    Sql(SqlLoad),
 }
 
 impl Load {
     pub fn input(&self) -> &str {
         match self {
             Load::Parquet(p) => &p.input,
+            Load::Sql(s) => &s.input,
         }
     }
+}
+
+/// `load = "sql"`: a dataset written into a database table, all or nothing.
+#[derive(Debug, Clone)]
+pub struct SqlLoad {
+    pub input: String,
+    pub connection: String,
+    /// `table` or `schema.table` (templated).
+    pub table: String,
+    pub mode: LoadMode,
+    /// Creates the table from the dataset's schema when it does not exist.
+    pub create: bool,
+    /// Rows per INSERT statement (MySQL, SQLite).
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadMode {
+    Append,
+    /// The table's rows are replaced by the dataset's.
+    Replace,
+    /// Rows whose key matches are updated, others inserted.
+    Upsert {
+        key: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +204,9 @@ pub enum SensorKind {
         url: String,
         connection: Option<String>,
     },
+    /// Pokes `query` (a template) on a database until its first value is
+    /// true.
+    Sql { connection: String, query: String },
 }
 
 /// Keys every kind of task accepts.
@@ -226,6 +259,13 @@ struct RawSql {
     batch_size: Option<usize>,
     partition_on: Option<String>,
     partitions: Option<usize>,
+    incremental: Option<RawIncremental>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIncremental {
+    column: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,6 +295,32 @@ struct RawParquetLoad {
     compression_level: Option<i32>,
     row_group_size: Option<usize>,
     max_file_size: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqlSensor {
+    // Matched before deserializing; declared so that the key is accepted.
+    #[serde(rename = "sensor")]
+    _sensor: String,
+    connection: String,
+    query: String,
+    poke_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqlLoad {
+    // Matched before deserializing; declared so that the key is accepted.
+    #[serde(rename = "load")]
+    _load: String,
+    input: String,
+    connection: String,
+    table: String,
+    mode: Option<String>,
+    key: Option<Vec<String>>,
+    create: Option<bool>,
+    batch_size: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,10 +469,15 @@ pub(crate) fn parse_task(
                 .ok()
                 .and_then(|raw| parquet_load(raw, &base, file, errors))
                 .map(|p| TaskKind::Load(Load::Parquet(p))),
+            "sql" => deserialize_at::<RawSqlLoad>(value, file, &base)
+                .map_err(|e| errors.push(e))
+                .ok()
+                .and_then(|raw| sql_load(raw, &base, file, errors))
+                .map(|l| TaskKind::Load(Load::Sql(l))),
             other => {
                 errors.push(err(
                     "load",
-                    format!("unknown load \"{other}\"; expected one of parquet"),
+                    format!("unknown load \"{other}\"; expected one of parquet, sql"),
                 ));
                 None
             }
@@ -431,10 +502,36 @@ pub(crate) fn parse_task(
                         poke_interval,
                     }))
                 }),
+            "sql" => deserialize_at::<RawSqlSensor>(value, file, &base)
+                .map_err(|e| errors.push(e))
+                .ok()
+                .and_then(|raw| {
+                    let poke_interval = duration_or(
+                        raw.poke_interval.as_deref(),
+                        Duration::from_secs(60),
+                        &format!("{base}.poke_interval"),
+                        file,
+                        errors,
+                    )?;
+                    let query = match sql_text(&raw.query, job_dir) {
+                        Ok((q, _)) => q,
+                        Err(m) => {
+                            errors.push(err("query", m));
+                            return None;
+                        }
+                    };
+                    Some(TaskKind::Sensor(Sensor {
+                        kind: SensorKind::Sql {
+                            connection: raw.connection,
+                            query,
+                        },
+                        poke_interval,
+                    }))
+                }),
             other => {
                 errors.push(err(
                     "sensor",
-                    format!("unknown sensor \"{other}\"; expected one of object_exists"),
+                    format!("unknown sensor \"{other}\"; expected one of object_exists, sql"),
                 ));
                 None
             }
@@ -495,6 +592,69 @@ pub(crate) fn duration_or(
     }
 }
 
+fn sql_load(
+    raw: RawSqlLoad,
+    base: &str,
+    file: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SqlLoad> {
+    let before = errors.len();
+    let mut err =
+        |key: &str, m: String| errors.push(ConfigError::new(file, format!("{base}.{key}"), m));
+    let mode = match (raw.mode.as_deref().unwrap_or("append"), raw.key) {
+        ("append", None) => Some(LoadMode::Append),
+        ("replace", None) => Some(LoadMode::Replace),
+        ("upsert", Some(key)) if !key.is_empty() => Some(LoadMode::Upsert { key }),
+        ("upsert", _) => {
+            err(
+                "key",
+                "mode = \"upsert\" needs the columns that identify a row, e.g. key = [\"id\"]"
+                    .into(),
+            );
+            None
+        }
+        ("append" | "replace", Some(_)) => {
+            err("key", "key is only for mode = \"upsert\"".into());
+            None
+        }
+        (other, _) => {
+            err(
+                "mode",
+                format!("unknown mode \"{other}\"; expected one of append, replace, upsert"),
+            );
+            None
+        }
+    };
+    let table_ok = raw.table.contains("{{")
+        || (!raw.table.is_empty()
+            && raw.table.split('.').count() <= 2
+            && raw.table.split('.').all(is_identifier));
+    if !table_ok {
+        err(
+            "table",
+            format!(
+                "\"{}\" is not a table name; expected name or schema.name",
+                raw.table
+            ),
+        );
+    }
+    let batch_size = raw.batch_size.unwrap_or(1000);
+    if batch_size == 0 {
+        err("batch_size", "must be at least 1 row".into());
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(SqlLoad {
+        input: raw.input,
+        connection: raw.connection,
+        table: raw.table,
+        mode: mode?,
+        create: raw.create.unwrap_or(false),
+        batch_size,
+    })
+}
+
 fn sql_extract(
     raw: RawSql,
     base: &str,
@@ -536,12 +696,24 @@ fn sql_extract(
             format!("\"{col}\" is not a column name; use letters, digits and _"),
         );
     }
+    if let Some(inc) = &raw.incremental
+        && !is_identifier(&inc.column)
+    {
+        err(
+            "incremental.column",
+            format!(
+                "\"{}\" is not a column name; use letters, digits and _",
+                inc.column
+            ),
+        );
+    }
     (errors.len() == before).then_some(SqlExtract {
         connection: raw.connection,
         query,
         batch_size,
         partition_on: raw.partition_on,
         partitions,
+        incremental: raw.incremental.map(|i| i.column),
     })
 }
 

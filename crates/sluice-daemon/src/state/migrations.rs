@@ -10,18 +10,19 @@ pub struct Migration {
     pub statements: &'static [&'static str],
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "jobs, runs, task instances, logs, watermarks",
-    statements: &[
-        "CREATE TABLE jobs (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "jobs, runs, task instances, logs, watermarks",
+        statements: &[
+            "CREATE TABLE jobs (
             name TEXT PRIMARY KEY,
             file TEXT NOT NULL,
             paused BIGINT NOT NULL DEFAULT 0,
             error TEXT,
             updated_at BIGINT NOT NULL
         )",
-        "CREATE TABLE dag_runs (
+            "CREATE TABLE dag_runs (
             dag TEXT NOT NULL,
             run_id TEXT NOT NULL,
             logical_date BIGINT NOT NULL,
@@ -37,8 +38,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (dag, run_id),
             UNIQUE (dag, logical_date)
         )",
-        "CREATE INDEX dag_runs_by_state ON dag_runs (state, dag, logical_date)",
-        "CREATE TABLE task_instances (
+            "CREATE INDEX dag_runs_by_state ON dag_runs (state, dag, logical_date)",
+            "CREATE TABLE task_instances (
             dag TEXT NOT NULL,
             run_id TEXT NOT NULL,
             task TEXT NOT NULL,
@@ -58,7 +59,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             heartbeat BIGINT,
             PRIMARY KEY (dag, run_id, task)
         )",
-        "CREATE TABLE task_logs (
+            "CREATE TABLE task_logs (
             dag TEXT NOT NULL,
             run_id TEXT NOT NULL,
             task TEXT NOT NULL,
@@ -69,12 +70,22 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             message TEXT NOT NULL,
             PRIMARY KEY (dag, run_id, task, attempt, seq)
         )",
-        "CREATE TABLE watermarks (
+            "CREATE TABLE watermarks (
             dag TEXT NOT NULL,
             task TEXT NOT NULL,
             value TEXT NOT NULL,
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (dag, task)
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "a pending watermark on each task instance",
+        statements: &[
+            // Set when an incremental extract succeeds; copied into
+            // `watermarks` in the transaction that marks its run a success.
+            "ALTER TABLE task_instances ADD COLUMN watermark TEXT",
+        ],
+    },
+];

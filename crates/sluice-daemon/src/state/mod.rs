@@ -186,6 +186,18 @@ fn redacted(url: &str) -> String {
     }
 }
 
+/// Incremental extracts read their marks from the state store.
+impl sluice_engine::db::MarkSource for StateStore {
+    fn mark(
+        &self,
+        job: &str,
+        task: &str,
+    ) -> futures::future::BoxFuture<'_, std::result::Result<Option<String>, String>> {
+        let (job, task) = (job.to_string(), task.to_string());
+        Box::pin(async move { self.watermark(&job, &task).await.map_err(|e| e.to_string()) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,11 +216,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/sub/state.db", dir.path().display());
         let store = StateStore::connect(&url).await.unwrap();
-        assert_eq!(store.schema_versions().await.unwrap(), vec![1]);
+        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2]);
         drop(store);
         // A second start finds the schema in place.
         let again = StateStore::connect(&url).await.unwrap();
-        assert_eq!(again.schema_versions().await.unwrap(), vec![1]);
+        assert_eq!(again.schema_versions().await.unwrap(), vec![1, 2]);
         assert!(dir.path().join("sub/state.db").exists());
     }
 }

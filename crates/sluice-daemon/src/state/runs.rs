@@ -69,6 +69,8 @@ pub struct TiUpdate {
     pub bad_records: Option<i64>,
     pub bytes_written: Option<i64>,
     pub error: Option<String>,
+    /// An incremental extract's next mark, kept until its run succeeds.
+    pub watermark: Option<String>,
 }
 
 /// A write the executor batches: many go to the store in one round trip.
@@ -137,7 +139,7 @@ impl Op {
                 update: u,
             } => writeln!(
                 out,
-                "UPDATE task_instances SET state = {}, failures = {}, next_try_at = {}, ended_at = {}, rows_in = {}, rows_out = {}, bad_records = {}, bytes_written = {}, error = {}, worker = NULL WHERE dag = {} AND run_id = {} AND task = {};",
+                "UPDATE task_instances SET state = {}, failures = {}, next_try_at = {}, ended_at = {}, rows_in = {}, rows_out = {}, bad_records = {}, bytes_written = {}, error = {}, watermark = {}, worker = NULL WHERE dag = {} AND run_id = {} AND task = {};",
                 lit(&u.state),
                 u.failures,
                 lit_opt_int(u.next_try_at),
@@ -147,6 +149,7 @@ impl Op {
                 lit_opt_int(u.bad_records),
                 lit_opt_int(u.bytes_written),
                 lit_opt_str(&u.error),
+                lit_opt_str(&u.watermark),
                 lit(dag),
                 lit(run_id),
                 lit(task)
@@ -433,7 +436,7 @@ impl StateStore {
             "success" | "failed" => (None, Some(now)),
             _ => (None, None),
         };
-        let done = self.exec(sqlx::query(
+        let update = sqlx::query(
             "UPDATE dag_runs SET state = $1, started_at = COALESCE($2, started_at), ended_at = COALESCE($3, ended_at)
              WHERE dag = $4 AND run_id = $5 AND state = $6",
         )
@@ -442,8 +445,61 @@ impl StateStore {
         .bind(ended)
         .bind(dag)
         .bind(run_id)
-        .bind(from)).await?;
+        .bind(from);
+        if to != "success" {
+            return Ok(self.exec(update).await? == 1);
+        }
+        // A run's success and the marks its incremental extracts reached
+        // are committed together: a mark never runs ahead of the output.
+        let mut tx = self.pool().begin().await.map_err(|e| self.err(e))?;
+        let done = update
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?
+            .rows_affected();
+        if done == 1 {
+            sqlx::query(
+                "INSERT INTO watermarks (dag, task, value, updated_at)
+                 SELECT dag, task, watermark, $1 FROM task_instances
+                 WHERE dag = $2 AND run_id = $3 AND watermark IS NOT NULL
+                 ON CONFLICT (dag, task) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(now)
+            .bind(dag)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
         Ok(done == 1)
+    }
+
+    /// The mark the last successful run of `dag` left for `task`.
+    pub async fn watermark(&self, dag: &str, task: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM watermarks WHERE dag = $1 AND task = $2")
+            .bind(dag)
+            .bind(task)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Advances `task`'s mark outright (for `sluice run`, which keeps no
+    /// run rows).
+    pub async fn set_watermark(&self, dag: &str, task: &str, value: &str, now: i64) -> Result<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO watermarks (dag, task, value, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (dag, task) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(dag)
+            .bind(task)
+            .bind(value)
+            .bind(now),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Marks a run's SLA as missed; true the first time only.

@@ -2,9 +2,14 @@
 //! streams its rows as Arrow batches, `batch_size` rows at a time, so that
 //! memory stays flat whatever the table's size.
 
+mod incremental;
+mod load;
 mod mysql;
 mod pg_binary;
+mod pg_encode;
+mod poke;
 mod postgres;
+mod sqlite;
 mod text_column;
 
 use crate::error::{Error, Result};
@@ -15,6 +20,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use sluice_core::config::{DaemonConfig, SqlExtract};
 use sluice_core::redact::redact_url;
 use tokio::sync::mpsc;
+
+pub use incremental::{Mark, MarkSource};
+pub use load::load;
+pub use poke::poke;
 
 /// A database to talk to, with the name errors call it by.
 #[derive(Clone)]
@@ -145,21 +154,41 @@ fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Runs an `extract = "sql"` task's rendered `query`.
+/// Runs an `extract = "sql"` task's rendered `query`. For an incremental
+/// task, `mark` is where the last successful run stopped; the returned
+/// tracker follows the largest value read, the next mark.
 pub async fn extract(
     config: &DaemonConfig,
     spec: &SqlExtract,
     query: &str,
-) -> Result<SendableRecordBatchStream> {
+    mark: Option<Mark>,
+) -> Result<(SendableRecordBatchStream, incremental::MarkTracker)> {
     let target = DbTarget::resolve(config, &spec.connection)?;
-    match target.kind()? {
-        DbKind::Postgres => postgres::extract(&target, query, spec).await,
-        DbKind::MySql => mysql::extract(&target, query, spec).await,
-        DbKind::Sqlite => Err(Error::Config(format!(
-            "connection {}: extract = \"sql\" reads PostgreSQL, MySQL and MariaDB so far; SQLite sources are not built yet",
-            target.name
-        ))),
-    }
+    let kind = target.kind()?;
+    let query = match &spec.incremental {
+        Some(column) => incremental::past_mark(query, column, mark, kind),
+        None => query.to_string(),
+    };
+    let stream = match kind {
+        DbKind::Postgres => postgres::extract(&target, &query, spec).await?,
+        DbKind::MySql => mysql::extract(&target, &query, spec).await?,
+        DbKind::Sqlite => sqlite::extract(&target, &query, spec).await?,
+    };
+    let tracker = incremental::MarkTracker::default();
+    let Some(column) = spec.incremental.clone() else {
+        return Ok((stream, tracker));
+    };
+    let schema = stream.schema();
+    let watching = tracker.clone();
+    let stream = futures::StreamExt::map(stream, move |batch| {
+        let batch = batch?;
+        watching.observe(&batch, &column)?;
+        Ok::<_, datafusion::error::DataFusionError>(batch)
+    });
+    Ok((
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+        tracker,
+    ))
 }
 
 /// What a partition key is measured as: an integer, days or microseconds

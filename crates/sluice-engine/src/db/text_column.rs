@@ -206,7 +206,9 @@ impl TextColumn {
             TextColumn::Time(b) => b.append_value(time_of_day(text(v)?)?),
             TextColumn::Timestamp(b, _) => {
                 let s = text(v)?;
-                let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+                // `2026-01-01 10:00:00`, or ISO 8601's `T` and a `Z` (UTC).
+                let plain = s.strip_suffix('Z').unwrap_or(s).replacen('T', " ", 1);
+                let t = NaiveDateTime::parse_from_str(&plain, "%Y-%m-%d %H:%M:%S%.f")
                     .map_err(|_| format!("\"{s}\" is not a timestamp Arrow can hold"))?;
                 b.append_value(t.and_utc().timestamp_micros());
             }

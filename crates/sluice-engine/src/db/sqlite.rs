@@ -1,0 +1,290 @@
+//! Extraction from SQLite. SQLite types values, not columns, so a column's
+//! Arrow type comes from its declared type (read through a temporary view
+//! of the query, which keeps declared types such as `DECIMAL(12,2)` that
+//! sqlx reduces to an affinity), or, for an expression, from the type sqlx
+//! infers. A value whose storage class does not fit its column (text in an
+//! INTEGER column, say) is an error naming the row and column.
+
+use super::text_column::{TextColumn, TextType};
+use super::{DbTarget, batch_stream};
+use crate::error::{Error, Result};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use sluice_core::config::SqlExtract;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{AssertSqlSafe, Column as _, Connection, Executor, Row, SqlSafeStr, TypeInfo, ValueRef};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+struct Described {
+    name: String,
+    ty: TextType,
+}
+
+pub async fn extract(
+    target: &DbTarget,
+    query: &str,
+    spec: &SqlExtract,
+) -> Result<SendableRecordBatchStream> {
+    if spec.partitions > 1 {
+        return Err(Error::Config(format!(
+            "connection {}: partitions read ranges on several connections at once, which a SQLite file does not serve faster; remove partitions",
+            target.name
+        )));
+    }
+    let query = query.trim().trim_end_matches(';').trim_end().to_string();
+    let mut conn = SqliteConnection::connect(&target.url)
+        .await
+        .map_err(|e| target.error("connecting", &e))?;
+    let columns = describe(target, &mut conn, &query).await?;
+    let schema: SchemaRef = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let (tx, rx) = mpsc::channel(2);
+    let reader = Reader {
+        target: target.clone(),
+        schema: schema.clone(),
+        columns,
+        batch_size: spec.batch_size,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = reader.read(&mut conn, &query, &tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    Ok(batch_stream(schema, rx))
+}
+
+async fn describe(
+    target: &DbTarget,
+    conn: &mut SqliteConnection,
+    query: &str,
+) -> Result<Vec<Described>> {
+    let fail = |e: sqlx::Error| target.error("describing the query", &e);
+    let statement = conn
+        .prepare(AssertSqlSafe(query.to_string()).into_sql_str())
+        .await
+        .map_err(fail)?;
+    let inferred: Vec<(String, String)> = sqlx::Statement::columns(&statement)
+        .iter()
+        .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+        .collect();
+    conn.execute(AssertSqlSafe(format!(
+        "CREATE TEMP VIEW sluice_describe AS {query}"
+    )))
+    .await
+    .map_err(fail)?;
+    let declared: std::result::Result<Vec<SqliteRow>, _> =
+        sqlx::query("SELECT name, type FROM pragma_table_info('sluice_describe')")
+            .fetch_all(&mut *conn)
+            .await;
+    let _ = conn.execute("DROP VIEW temp.sluice_describe").await;
+    let declared = declared.map_err(fail)?;
+    let mut out = Vec::with_capacity(inferred.len());
+    for (i, (name, mut guess)) in inferred.into_iter().enumerate() {
+        let decl: String = declared
+            .get(i)
+            .and_then(|r| r.try_get::<String, _>(1).ok())
+            .unwrap_or_default();
+        let typed = ["INTEGER", "REAL", "TEXT", "BLOB", "BOOLEAN"].contains(&guess.as_str());
+        if decl.trim().is_empty() && !typed {
+            // An expression sqlx could not type: its values' storage class.
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            let class: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT upper(typeof({quoted})) FROM ({query}) WHERE {quoted} IS NOT NULL LIMIT 1"
+            )))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(fail)?;
+            // All NULL: any type holds that; text is the least surprising.
+            guess = class.unwrap_or_else(|| "TEXT".into());
+        }
+        let ty = text_type(&decl, &guess).map_err(|m| target.column_error(&name, &m))?;
+        out.push(Described { name, ty });
+    }
+    Ok(out)
+}
+
+/// Maps a declared type (SQLite's affinity rules, plus the names people
+/// write for dates, booleans and decimals); an expression's type is the
+/// one sqlx inferred.
+fn text_type(declared: &str, inferred: &str) -> std::result::Result<TextType, String> {
+    let decl = declared.trim().to_ascii_uppercase();
+    if decl.is_empty() {
+        return match inferred {
+            "INTEGER" => Ok(TextType::Int64),
+            "REAL" => Ok(TextType::Float64),
+            "TEXT" => Ok(TextType::Utf8),
+            "BLOB" => Ok(TextType::Binary),
+            "BOOLEAN" => Ok(TextType::Bool),
+            other => Err(format!(
+                "an expression of type {other}, which cannot be told from the query; CAST it, e.g. CAST(x AS TEXT)"
+            )),
+        };
+    }
+    let base = decl.split('(').next().unwrap_or_default().trim();
+    let args: Vec<u32> = decl
+        .split_once('(')
+        .map(|(_, r)| r.trim_end_matches(')'))
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Ok(match base {
+        "BOOL" | "BOOLEAN" => TextType::Bool,
+        "DATE" => TextType::Date,
+        "DATETIME" | "TIMESTAMP" => TextType::Timestamp { utc: false },
+        "DECIMAL" | "NUMERIC" if !args.is_empty() => {
+            let precision = args[0].min(76) as u8;
+            TextType::Decimal {
+                precision,
+                scale: args.get(1).copied().unwrap_or(0) as i8,
+            }
+        }
+        "DECIMAL" | "NUMERIC" => TextType::Decimal {
+            precision: 38,
+            scale: 10,
+        },
+        "JSON" | "UUID" => TextType::Utf8,
+        b if b.contains("INT") => TextType::Int64,
+        b if b.contains("CHAR") || b.contains("CLOB") || b.contains("TEXT") => TextType::Utf8,
+        b if b.contains("BLOB") => TextType::Binary,
+        b if b.contains("REAL") || b.contains("FLOA") || b.contains("DOUB") => TextType::Float64,
+        other => {
+            return Err(format!(
+                "declared type {other} has no Arrow mapping in Sluice; CAST it in the query"
+            ));
+        }
+    })
+}
+
+struct Reader {
+    target: DbTarget,
+    schema: SchemaRef,
+    columns: Vec<Described>,
+    batch_size: usize,
+}
+
+impl Reader {
+    async fn read(
+        &self,
+        conn: &mut SqliteConnection,
+        query: &str,
+        tx: &mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        let mut cols: Vec<TextColumn> = self
+            .columns
+            .iter()
+            .map(|c| TextColumn::new(&c.ty, self.batch_size))
+            .collect();
+        let mut rows = sqlx::query(AssertSqlSafe(query.to_string())).fetch(&mut *conn);
+        let mut in_batch = 0;
+        let mut seen: u64 = 0;
+        let mut text = String::new();
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| self.target.error("reading rows", &e))?;
+            seen += 1;
+            for (i, col) in cols.iter_mut().enumerate() {
+                let at = |m: String| {
+                    self.target.error_msg(
+                        "reading rows",
+                        &format!("row {seen}, column {}: {m}", self.columns[i].name),
+                    )
+                };
+                let raw = row
+                    .try_get_raw(i)
+                    .map_err(|e| self.target.error("reading rows", &e))?;
+                if raw.is_null() {
+                    col.append(None).map_err(at)?;
+                    continue;
+                }
+                let class = raw.type_info().name().to_string();
+                let get_err = |e: sqlx::Error| self.target.error("reading rows", &e);
+                // Values go through their text form, which TextColumn parses
+                // into the column's type; a blob keeps its bytes.
+                match (class.as_str(), &self.columns[i].ty) {
+                    ("BLOB", TextType::Binary) => {
+                        let v: &[u8] = row.try_get_unchecked(i).map_err(get_err)?;
+                        col.append(Some(v)).map_err(at)?;
+                    }
+                    ("BLOB", _) => {
+                        return Err(at("a blob in a column that is not BLOB".into()));
+                    }
+                    ("INTEGER", TextType::Timestamp { .. } | TextType::Date) => {
+                        return Err(at(
+                            "a number where a date or timestamp text was expected; convert it in the query, e.g. datetime(x, 'unixepoch')"
+                                .into(),
+                        ));
+                    }
+                    ("INTEGER", _) => {
+                        let v: i64 = row.try_get_unchecked(i).map_err(get_err)?;
+                        text.clear();
+                        use std::fmt::Write;
+                        let _ = write!(text, "{v}");
+                        col.append(Some(text.as_bytes())).map_err(at)?;
+                    }
+                    ("REAL", _) => {
+                        let v: f64 = row.try_get_unchecked(i).map_err(get_err)?;
+                        text.clear();
+                        use std::fmt::Write;
+                        let _ = write!(text, "{v:?}");
+                        col.append(Some(text.as_bytes())).map_err(at)?;
+                    }
+                    _ => {
+                        let v: &str = row.try_get_unchecked(i).map_err(get_err)?;
+                        col.append(Some(v.as_bytes())).map_err(at)?;
+                    }
+                }
+            }
+            in_batch += 1;
+            if in_batch == self.batch_size {
+                in_batch = 0;
+                if tx.send(Ok(self.batch(&mut cols)?)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if in_batch > 0 {
+            let _ = tx.send(Ok(self.batch(&mut cols)?)).await;
+        }
+        Ok(())
+    }
+
+    fn batch(&self, cols: &mut [TextColumn]) -> Result<RecordBatch> {
+        let arrays = cols
+            .iter_mut()
+            .map(TextColumn::finish)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|m| self.target.error_msg("building a batch", &m))?;
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_follow_affinity() {
+        assert_eq!(text_type("BIGINT", ""), Ok(TextType::Int64));
+        assert_eq!(text_type("varchar(20)", ""), Ok(TextType::Utf8));
+        assert_eq!(text_type("DOUBLE PRECISION", ""), Ok(TextType::Float64));
+        assert_eq!(
+            text_type("decimal(12, 2)", ""),
+            Ok(TextType::Decimal {
+                precision: 12,
+                scale: 2
+            })
+        );
+        assert_eq!(text_type("boolean", ""), Ok(TextType::Bool));
+        assert_eq!(text_type("", "REAL"), Ok(TextType::Float64));
+        assert!(text_type("", "NULL").is_err());
+        assert!(text_type("GEOMETRY", "").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! `load = "sql"` on the machine's real PostgreSQL and MariaDB: append,
+//! replace and upsert, a table created from the dataset's schema, and a
+//! load that fails partway leaving the table as it was.
+
+mod common;
+
+use common::{database_of, run, sluice, stderr};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug)]
+enum Db {
+    Postgres,
+    Maria,
+}
+
+impl Db {
+    fn fresh(self) -> String {
+        match self {
+            Db::Postgres => common::fresh_postgres_database(),
+            Db::Maria => common::fresh_mariadb_database(),
+        }
+    }
+
+    /// Runs SQL; returns the rows as tab-separated text.
+    fn sql(self, url: &str, sql: &str) -> String {
+        match self {
+            Db::Postgres => common::psql(database_of(url), sql),
+            Db::Maria => common::mariadb(database_of(url), sql),
+        }
+    }
+
+    /// `name` and `amount` of every row of `table`, ordered by id.
+    fn rows(self, url: &str, table: &str) -> String {
+        let q = match self {
+            Db::Postgres => {
+                format!("SELECT id || ':' || name || ':' || amount FROM {table} ORDER BY id")
+            }
+            Db::Maria => {
+                format!("SELECT CONCAT(id, ':', name, ':', amount) FROM {table} ORDER BY id")
+            }
+        };
+        self.sql(url, &q).trim().replace('\n', " ")
+    }
+}
+
+/// A daemon config with connection `app`, and one job per load mode, each
+/// reading table `src` and loading into `table`.
+fn write_jobs(dir: &Path, url: &str, table: &str) {
+    std::fs::write(
+        dir.join("sluice.toml"),
+        format!("jobs = \"jobs\"\nstaging = \"file://./staging\"\n\n[connections.app]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("jobs")).unwrap();
+    for (name, mode) in [
+        ("append_job", "mode = \"append\"\ncreate = true"),
+        ("replace_job", "mode = \"replace\"\ncreate = true"),
+        (
+            "upsert_job",
+            "mode = \"upsert\"\nkey = [\"id\"]\ncreate = true",
+        ),
+    ] {
+        std::fs::write(
+            dir.join(format!("jobs/{name}.toml")),
+            format!(
+                r#"[tasks.src]
+extract = "sql"
+connection = "app"
+query = "SELECT id, name, amount, at, ok FROM src"
+batch_size = 500
+
+[tasks.dst]
+load = "sql"
+input = "src"
+connection = "app"
+table = "{table}"
+batch_size = 300
+{mode}
+"#
+            ),
+        )
+        .unwrap();
+    }
+}
+
+fn run_job(dir: &Path, job: &str) -> std::process::Output {
+    run(sluice(dir).args(["run", job, "--date", "2026-11-20"]))
+}
+
+fn modes_and_failures(db: Db) {
+    let url = db.fresh();
+    let (ts_type, text_type) = match db {
+        Db::Postgres => ("timestamptz", "text"),
+        Db::Maria => ("datetime(6)", "varchar(100)"),
+    };
+    db.sql(
+        &url,
+        &format!(
+            "CREATE TABLE src (id int PRIMARY KEY, name {text_type}, amount numeric(10,2), at {ts_type}, ok bool);
+             INSERT INTO src VALUES (1, 'one', 1.50, '2026-11-01 10:00:00', true),
+                                    (2, 'twö ''quoted''', -2.25, '2026-11-02 10:00:00', false),
+                                    (3, '日本', 3.00, NULL, NULL);"
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_jobs(dir.path(), &url, "dst");
+    // append creates the table, then adds to it.
+    assert!(run_job(dir.path(), "append_job").status.success());
+    let three = "1:one:1.50 2:twö 'quoted':-2.25 3:日本:3.00";
+    assert_eq!(db.rows(&url, "dst"), three);
+    assert!(run_job(dir.path(), "append_job").status.success());
+    assert_eq!(db.sql(&url, "SELECT count(*) FROM dst").trim(), "6");
+    // replace leaves exactly the dataset's rows.
+    assert!(run_job(dir.path(), "replace_job").status.success());
+    assert_eq!(db.rows(&url, "dst"), three);
+    // upsert by id: one changed row, one new row. dst was created without
+    // a key, so the upsert goes to its own table, which it creates keyed.
+    db.sql(
+        &url,
+        "UPDATE src SET name = 'two', amount = 22.00 WHERE id = 2;
+         INSERT INTO src VALUES (4, 'four', 4.00, '2026-11-04 10:00:00', true);",
+    );
+    write_jobs(dir.path(), &url, "dst_keyed");
+    db.sql(
+        &url,
+        "CREATE TABLE dst_keyed (id int PRIMARY KEY, name varchar(100), amount numeric(10,2), at timestamp NULL, ok bool);
+         INSERT INTO dst_keyed VALUES (1, 'old one', 0, NULL, NULL), (2, 'old two', 0, NULL, NULL), (9, 'nine', 9, NULL, NULL);",
+    );
+    let out = run_job(dir.path(), "upsert_job");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        db.rows(&url, "dst_keyed"),
+        "1:one:1.50 2:two:22.00 3:日本:3.00 4:four:4.00 9:nine:9.00"
+    );
+    // A load that fails partway: 2,000 rows, the 1,500th breaks a CHECK on
+    // the table, after several INSERT statements / COPY buffers went in.
+    db.sql(&url, "DELETE FROM src");
+    let fill = match db {
+        Db::Postgres => {
+            "INSERT INTO src SELECT g, 'row ' || g, CASE WHEN g = 1500 THEN 5000 ELSE g % 100 END, NULL, true FROM generate_series(1, 2000) g"
+        }
+        Db::Maria => {
+            "INSERT INTO src SELECT seq, CONCAT('row ', seq), IF(seq = 1500, 5000, seq % 100), NULL, true FROM seq_1_to_2000"
+        }
+    };
+    db.sql(&url, fill);
+    db.sql(
+        &url,
+        "CREATE TABLE guarded (id int, name varchar(100), amount numeric(10,2) CHECK (amount < 1000), at timestamp NULL, ok bool);
+         INSERT INTO guarded VALUES (7, 'kept', 7, NULL, NULL);",
+    );
+    for job in ["append_job", "replace_job"] {
+        write_jobs(dir.path(), &url, "guarded");
+        let out = run_job(dir.path(), job);
+        assert_eq!(out.status.code(), Some(1), "{db:?} {job}");
+        let text = format!("{}{}", common::stdout(&out), stderr(&out));
+        assert!(text.contains("connection app"), "{text}");
+        assert_eq!(db.rows(&url, "guarded"), "7:kept:7.00", "{db:?} {job}");
+    }
+}
+
+#[test]
+fn postgres_load_modes_and_a_failed_load() {
+    modes_and_failures(Db::Postgres);
+}
+
+#[test]
+fn mariadb_load_modes_and_a_failed_load() {
+    modes_and_failures(Db::Maria);
+}
