@@ -12,8 +12,9 @@ mod types;
 pub use daemon::{Connection, DaemonConfig};
 pub use job::{Job, load_job, load_jobs_dir, parse_job};
 pub use task::{
-    Check, Compression, DEFAULT_SQL_BATCH_SIZE, Extract, Load, LoadMode, LogFormat, LogsExtract,
-    OnError, ParquetLoad, Sensor, SensorKind, SqlExtract, SqlLoad, Task, TaskKind, Transform,
+    Check, Compression, DEFAULT_ROW_GROUP_SIZE, DEFAULT_SQL_BATCH_SIZE, Extract, Load, LoadMode,
+    LogFormat, LogsExtract, OnError, ParquetLoad, Sensor, SensorKind, SqlExtract, SqlLoad, Task,
+    TaskKind, Transform,
 };
 pub use types::ColumnType;
 

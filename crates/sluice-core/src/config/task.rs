@@ -73,6 +73,9 @@ pub struct SqlExtract {
     pub incremental: Option<String>,
 }
 
+/// Rows per Parquet row group when a load does not say.
+pub const DEFAULT_ROW_GROUP_SIZE: usize = 1 << 17;
+
 /// Rows per batch when a SQL extract does not say.
 pub const DEFAULT_SQL_BATCH_SIZE: usize = 65_536;
 
@@ -902,7 +905,9 @@ fn parquet_load(
             None
         }
     };
-    let row_group_size = raw.row_group_size.unwrap_or(1 << 20);
+    // About DuckDB's default: a row group is encoded whole in memory before
+    // it is written, so its size bounds the memory a load takes.
+    let row_group_size = raw.row_group_size.unwrap_or(DEFAULT_ROW_GROUP_SIZE);
     if row_group_size == 0 {
         err("row_group_size", "must be more than 0".into());
     }

@@ -8,9 +8,9 @@
 
 use arrow::array::NullBufferBuilder;
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
-    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray,
-    StringBuilder, StructArray, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    Decimal256Builder, Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
+    ListArray, StringBuilder, StructArray, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
     UInt32Builder,
 };
 use arrow::buffer::{OffsetBuffer, ScalarBuffer};
@@ -372,13 +372,13 @@ impl Column {
     /// The values appended so far, as an array; the column starts empty again.
     pub fn finish(&mut self) -> Result<ArrayRef, String> {
         let array: ArrayRef = match self {
-            Column::Bool(b) => Arc::new(b.finish()),
-            Column::Int2(b) => Arc::new(b.finish()),
-            Column::Int4(b) => Arc::new(b.finish()),
-            Column::Int8(b) => Arc::new(b.finish()),
-            Column::Oid(b) => Arc::new(b.finish()),
-            Column::Float4(b) => Arc::new(b.finish()),
-            Column::Float8(b) => Arc::new(b.finish()),
+            Column::Bool(b) => Arc::new(refill(b, BooleanBuilder::with_capacity)),
+            Column::Int2(b) => Arc::new(refill(b, Int16Builder::with_capacity)),
+            Column::Int4(b) => Arc::new(refill(b, Int32Builder::with_capacity)),
+            Column::Int8(b) => Arc::new(refill(b, Int64Builder::with_capacity)),
+            Column::Oid(b) => Arc::new(refill(b, UInt32Builder::with_capacity)),
+            Column::Float4(b) => Arc::new(refill(b, Float32Builder::with_capacity)),
+            Column::Float8(b) => Arc::new(refill(b, Float64Builder::with_capacity)),
             Column::Dec128 {
                 builder,
                 precision,
@@ -399,11 +399,23 @@ impl Column {
                     .with_precision_and_scale(*precision, *scale)
                     .map_err(|e| e.to_string())?,
             ),
-            Column::Text(b) | Column::Jsonb(b) | Column::Uuid(b) => Arc::new(b.finish()),
-            Column::Bytea(b) => Arc::new(b.finish()),
-            Column::Date(b) => Arc::new(b.finish()),
-            Column::Time(b) => Arc::new(b.finish()),
-            Column::Timestamp(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
+            Column::Text(b) | Column::Jsonb(b) | Column::Uuid(b) => {
+                let a = b.finish();
+                let bytes = a.value_data().len();
+                *b = StringBuilder::with_capacity(a.len(), bytes + bytes / 8);
+                Arc::new(a)
+            }
+            Column::Bytea(b) => {
+                let a = b.finish();
+                let bytes = a.value_data().len();
+                *b = BinaryBuilder::with_capacity(a.len(), bytes + bytes / 8);
+                Arc::new(a)
+            }
+            Column::Date(b) => Arc::new(refill(b, Date32Builder::with_capacity)),
+            Column::Time(b) => Arc::new(refill(b, Time64MicrosecondBuilder::with_capacity)),
+            Column::Timestamp(b, tz) => Arc::new(
+                refill(b, TimestampMicrosecondBuilder::with_capacity).with_timezone_opt(tz.clone()),
+            ),
             Column::Interval {
                 months,
                 days,
@@ -437,6 +449,38 @@ impl Column {
             }
         };
         Ok(array)
+    }
+}
+
+/// Finishes a builder and starts the next batch's at the same size:
+/// `finish` leaves a builder with no capacity, and growing it again by
+/// doubling would copy every batch's values several times.
+fn refill<B, A>(b: &mut B, with_capacity: fn(usize) -> B) -> A
+where
+    B: FinishInto<A>,
+    A: Array,
+{
+    let a = b.finish_into();
+    *b = with_capacity(a.len());
+    a
+}
+
+/// The concrete array a builder finishes into.
+trait FinishInto<A> {
+    fn finish_into(&mut self) -> A;
+}
+
+impl<T: arrow::datatypes::ArrowPrimitiveType> FinishInto<arrow::array::PrimitiveArray<T>>
+    for arrow::array::PrimitiveBuilder<T>
+{
+    fn finish_into(&mut self) -> arrow::array::PrimitiveArray<T> {
+        self.finish()
+    }
+}
+
+impl FinishInto<arrow::array::BooleanArray> for BooleanBuilder {
+    fn finish_into(&mut self) -> arrow::array::BooleanArray {
+        self.finish()
     }
 }
 

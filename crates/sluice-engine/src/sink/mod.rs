@@ -2,6 +2,7 @@
 //! hive-style partitions and a commit that makes a run's output appear
 //! whole or not at all.
 
+mod dictionary;
 mod encoder;
 pub mod parquet;
 mod partition;

@@ -42,7 +42,7 @@ impl Default for ParquetOptions {
     fn default() -> Self {
         ParquetOptions {
             compression: Compression::Zstd(3),
-            row_group_size: 1 << 20,
+            row_group_size: sluice_core::config::DEFAULT_ROW_GROUP_SIZE,
             max_file_size: 512 << 20,
             partition_by: Vec::new(),
         }
@@ -135,7 +135,8 @@ pub async fn write_dataset(
         }
         if state.rows == 0 && options.partition_by.is_empty() {
             // An empty result still gets a file, so readers see its schema.
-            state.open_file("").await?;
+            let empty = RecordBatch::new_empty(data_schema.clone());
+            state.open_file("", &empty).await?;
         }
         state.close_all().await
     }
@@ -223,7 +224,7 @@ impl WriteState<'_> {
         self.dest.child(folder).path
     }
 
-    async fn open_file(&mut self, folder: &str) -> Result<()> {
+    async fn open_file(&mut self, folder: &str, first: &RecordBatch) -> Result<()> {
         let dir = self.folder(folder);
         let n = self.seq;
         self.seq += 1;
@@ -235,7 +236,7 @@ impl WriteState<'_> {
         let upload = BufWriter::new(self.dest.store.clone(), tmp.clone());
         let encoder = FileEncoder::new(
             self.data_schema.clone(),
-            self.props.clone(),
+            crate::sink::dictionary::tuned(&self.props, first),
             self.row_group_size,
         )?;
         self.open.insert(
@@ -258,7 +259,7 @@ impl WriteState<'_> {
         while offset < batch.num_rows() {
             let len = self.row_group_size.min(batch.num_rows() - offset);
             if !self.open.contains_key(folder) {
-                self.open_file(folder).await?;
+                self.open_file(folder, &batch.slice(offset, len)).await?;
             }
             let file = self.open.get_mut(folder).expect("opened above");
             let mut encoder = file
