@@ -231,21 +231,27 @@ fn timestamp_literal(micros: i64) -> String {
 }
 
 /// WHERE conditions cutting the keys in `bounds` (the smallest and largest,
-/// measured as integers) into `n` ranges of equal width. Adjacent ranges
-/// share one literal, `>=` on one side and `<` on the other, so each row
-/// falls in exactly one; rows whose key is NULL go to the first.
+/// measured as integers) into `n` ranges of equal width, as one list of
+/// conditions per connection. Adjacent ranges share one literal, `>=` on
+/// one side and `<` on the other, so each row falls in exactly one. Rows
+/// whose key is NULL are read by the first connection after its range, as
+/// a query of their own: `key < x OR key IS NULL` would keep the server
+/// from using an index on the key.
 fn split_ranges(
     bounds: Option<(i64, i64)>,
     n: usize,
     column: &str,
     literal: impl Fn(i64) -> String,
-) -> Vec<String> {
+) -> Vec<Vec<String>> {
     let Some((lo, hi)) = bounds else {
         // No keys at all: one range takes every row (NULL keys included).
-        return vec!["TRUE".into()];
+        return vec![vec!["TRUE".into()]];
     };
     let span = (i128::from(hi) - i128::from(lo) + 1).max(1);
     let n = (n as i128).min(span).max(1) as usize;
+    if n == 1 {
+        return vec![vec!["TRUE".into()]];
+    }
     let cut = |k: usize| (i128::from(lo) + span * k as i128 / n as i128) as i64;
     (0..n)
         .map(|k| {
@@ -256,10 +262,11 @@ fn split_ranges(
             if k + 1 < n {
                 parts.push(format!("{column} < {}", literal(cut(k + 1))));
             }
-            match (k, parts.is_empty()) {
-                (_, true) => "TRUE".to_string(),
-                (0, false) => format!("({} OR {column} IS NULL)", parts.join(" AND ")),
-                _ => parts.join(" AND "),
+            let range = parts.join(" AND ");
+            if k == 0 {
+                vec![range, format!("{column} IS NULL")]
+            } else {
+                vec![range]
             }
         })
         .collect()
@@ -294,9 +301,9 @@ mod tests {
         assert_eq!(
             r,
             vec![
-                "(id < 34 OR id IS NULL)".to_string(),
-                "id >= 34 AND id < 67".to_string(),
-                "id >= 67".to_string()
+                vec!["id < 34".to_string(), "id IS NULL".to_string()],
+                vec!["id >= 34 AND id < 67".to_string()],
+                vec!["id >= 67".to_string()]
             ]
         );
         // Fewer keys than partitions: one range per key.
@@ -304,10 +311,13 @@ mod tests {
             split_ranges(Some((5, 6)), 4, "id", |v| v.to_string()).len(),
             2
         );
-        assert_eq!(split_ranges(None, 4, "id", |v| v.to_string()), vec!["TRUE"]);
+        assert_eq!(
+            split_ranges(None, 4, "id", |v| v.to_string()),
+            vec![vec!["TRUE"]]
+        );
         assert_eq!(
             split_ranges(Some((7, 7)), 1, "id", |v| v.to_string()),
-            vec!["TRUE"]
+            vec![vec!["TRUE"]]
         );
         assert_eq!(timestamp_literal(1_500_000), "1970-01-01 00:00:01.500000");
         assert_eq!(date_literal(1), "1970-01-02");

@@ -38,19 +38,24 @@ pub async fn extract(
             .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
             .collect::<Vec<_>>(),
     ));
-    let statements = if spec.partitions <= 1 {
-        vec![query.to_string()]
+    let workers: Vec<Vec<String>> = if spec.partitions <= 1 {
+        vec![vec![query.to_string()]]
     } else {
         let on = spec.partition_on.as_deref().unwrap_or_default();
         partition_ranges(target, &mut conn, query, &columns, on, spec.partitions)
             .await?
             .into_iter()
-            .map(|range| format!("SELECT * FROM ({query}) AS sluice_q WHERE {range}"))
+            .map(|conditions| {
+                conditions
+                    .iter()
+                    .map(|c| format!("SELECT * FROM ({query}) AS sluice_q WHERE {c}"))
+                    .collect()
+            })
             .collect()
     };
     let (tx, rx) = mpsc::channel(2);
     let mut first = Some(conn);
-    for statement in statements {
+    for statements in workers {
         let reader = Reader {
             target: target.clone(),
             schema: schema.clone(),
@@ -65,7 +70,10 @@ pub async fn extract(
                     Some(c) => c,
                     None => connect(&reader.target).await?,
                 };
-                reader.read(&mut conn, &statement, &tx).await
+                for statement in &statements {
+                    reader.read(&mut conn, statement, &tx).await?;
+                }
+                Ok(())
             }
             .await;
             if let Err(e) = result {
@@ -188,7 +196,7 @@ async fn partition_ranges(
     columns: &[Described],
     on: &str,
     n: usize,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Vec<String>>> {
     let col = super::partition_column(columns.iter().map(|c| c.name.as_str()), on)
         .map(|i| &columns[i])?;
     let kind = match col.ty {

@@ -67,23 +67,27 @@ pub async fn extract(
             .await
             .map_err(|e| target.error("exporting a snapshot", &e))?;
         let mut workers = Vec::new();
-        for range in ranges {
+        for conditions in ranges {
             let reader = Reader {
                 target: target.clone(),
                 schema: schema.clone(),
                 columns: columns.clone(),
                 batch_size: spec.batch_size,
             };
-            let statement = copy_statement(&format!(
-                "SELECT * FROM ({query}) AS sluice_q WHERE {range}"
-            ));
+            let statements: Vec<String> = conditions
+                .iter()
+                .map(|c| copy_statement(&format!("SELECT * FROM ({query}) AS sluice_q WHERE {c}")))
+                .collect();
             let snapshot = snapshot.clone();
             let tx = tx.clone();
             workers.push(tokio::spawn(async move {
                 let result = async {
                     let mut conn = connect(&reader.target).await?;
                     begin_snapshot(&reader.target, &mut conn, &snapshot).await?;
-                    reader.copy(&mut conn, &statement, &tx).await
+                    for statement in &statements {
+                        reader.copy(&mut conn, statement, &tx).await?;
+                    }
+                    Ok(())
                 }
                 .await;
                 if let Err(e) = result {
@@ -305,7 +309,7 @@ async fn partition_ranges(
     columns: &[Described],
     on: &str,
     n: usize,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Vec<String>>> {
     let col = super::partition_column(columns.iter().map(|c| c.name.as_str()), on)
         .map(|i| &columns[i])?;
     let kind = match col.ty {
