@@ -168,3 +168,66 @@ fn postgres_load_modes_and_a_failed_load() {
 fn mariadb_load_modes_and_a_failed_load() {
     modes_and_failures(Db::Maria);
 }
+
+/// Runs SQL on a SQLite file with Python's sqlite3 (an independent client);
+/// returns the rows, one per line, fields joined by ':'.
+fn sqlite(file: &Path, sql: &str) -> String {
+    let script = r#"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+cur = db.executescript(sys.argv[2]) if ";" in sys.argv[2].strip().rstrip(";") else db.execute(sys.argv[2])
+for row in cur.fetchall():
+    print(":".join("" if v is None else str(v) for v in row))
+db.commit()
+"#;
+    common::python_script(script, &[file.to_str().unwrap(), sql])
+}
+
+#[test]
+fn sqlite_load_modes_and_a_failed_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.db");
+    sqlite(
+        &file,
+        "CREATE TABLE src (id INTEGER PRIMARY KEY, name TEXT, amount DECIMAL(10,2), at DATETIME, ok BOOLEAN);
+         INSERT INTO src VALUES (1, 'one', '1.50', '2026-11-01 10:00:00', 1), (2, 'tw''o', '-2.25', NULL, 0);",
+    );
+    let url = format!("sqlite://{}", file.display());
+    write_jobs(dir.path(), &url, "dst");
+    let rows = |table: &str| {
+        sqlite(
+            &file,
+            &format!("SELECT id, name, amount FROM {table} ORDER BY id"),
+        )
+        .trim()
+        .replace('\n', " ")
+    };
+    assert!(run_job(dir.path(), "append_job").status.success());
+    assert!(run_job(dir.path(), "append_job").status.success());
+    assert_eq!(rows("dst"), "1:one:1.5 1:one:1.5 2:tw'o:-2.25 2:tw'o:-2.25");
+    assert!(run_job(dir.path(), "replace_job").status.success());
+    assert_eq!(rows("dst"), "1:one:1.5 2:tw'o:-2.25");
+    sqlite(
+        &file,
+        "UPDATE src SET name = 'two' WHERE id = 2; INSERT INTO src VALUES (3, 'three', '3.00', NULL, 1);",
+    );
+    write_jobs(dir.path(), &url, "dst_keyed");
+    let out = run_job(dir.path(), "upsert_job");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rows("dst_keyed"), "1:one:1.5 2:two:-2.25 3:three:3");
+    // 2,000 rows, the 1,500th breaks a CHECK: the table keeps its one row.
+    sqlite(
+        &file,
+        "DELETE FROM src;
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 2000)
+         INSERT INTO src SELECT n, 'row ' || n, CASE WHEN n = 1500 THEN 5000 ELSE n % 100 END, NULL, 1 FROM g;
+         CREATE TABLE guarded (id INTEGER, name TEXT, amount DECIMAL(10,2) CHECK (amount < 1000), at DATETIME, ok BOOLEAN);
+         INSERT INTO guarded VALUES (7, 'kept', 7, NULL, NULL);",
+    );
+    write_jobs(dir.path(), &url, "guarded");
+    for job in ["append_job", "replace_job"] {
+        let out = run_job(dir.path(), job);
+        assert_eq!(out.status.code(), Some(1), "{job}");
+        assert_eq!(rows("guarded"), "7:kept:7", "{job}");
+    }
+}
