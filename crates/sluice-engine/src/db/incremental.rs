@@ -82,7 +82,7 @@ impl Mark {
 
 /// The query with only the rows past `mark`.
 pub fn past_mark(query: &str, column: &str, mark: Option<Mark>, db: DbKind) -> String {
-    let query = query.trim().trim_end_matches(';').trim_end();
+    let query = super::trimmed(query);
     match mark {
         None => query.to_string(),
         Some(m) => {

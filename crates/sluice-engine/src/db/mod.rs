@@ -191,6 +191,24 @@ pub async fn extract(
     ))
 }
 
+/// A query as the databases take it inside `COPY (…)` or `SELECT * FROM
+/// (…)`: without surrounding space or a trailing semicolon.
+fn trimmed(query: &str) -> &str {
+    query.trim().trim_end_matches(';').trim_end()
+}
+
+/// The Arrow schema of a query's described columns (all nullable: a
+/// query's columns carry no NOT NULL).
+fn schema_of<'a>(
+    columns: impl Iterator<Item = (&'a str, arrow::datatypes::DataType)>,
+) -> SchemaRef {
+    std::sync::Arc::new(arrow::datatypes::Schema::new(
+        columns
+            .map(|(name, ty)| arrow::datatypes::Field::new(name, ty, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// What a partition key is measured as: an integer, days or microseconds
 /// since 1970-01-01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,17 +5,16 @@
 //! (no prepared statement, so the server sends them as it finds them) and
 //! each value is parsed into its column.
 
-use super::text_column::{TextColumn, TextType};
+use super::text_column::{TextBatches, TextType};
 use super::{DbTarget, KeyKind, batch_stream, split_ranges};
-use crate::error::{Error, Result};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use crate::error::Result;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use sluice_core::config::SqlExtract;
 use sqlx::mysql::{MySqlConnection, MySqlRow};
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone)]
@@ -29,15 +28,10 @@ pub async fn extract(
     query: &str,
     spec: &SqlExtract,
 ) -> Result<SendableRecordBatchStream> {
-    let query = query.trim().trim_end_matches(';').trim_end();
+    let query = super::trimmed(query);
     let mut conn = connect(target).await?;
     let columns = describe(target, &mut conn, query).await?;
-    let schema: SchemaRef = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
-            .collect::<Vec<_>>(),
-    ));
+    let schema = super::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
     let workers: Vec<Vec<String>> = if spec.partitions <= 1 {
         vec![vec![query.to_string()]]
     } else {
@@ -254,49 +248,29 @@ impl Reader {
         statement: &str,
         tx: &mpsc::Sender<Result<RecordBatch>>,
     ) -> Result<()> {
-        let mut cols: Vec<TextColumn> = self
-            .columns
-            .iter()
-            .map(|c| TextColumn::new(&c.ty, self.batch_size))
-            .collect();
+        let types: Vec<TextType> = self.columns.iter().map(|c| c.ty.clone()).collect();
+        let mut batches = TextBatches::new(self.schema.clone(), &types, self.batch_size);
+        let reading = |m: String| self.target.error_msg("reading rows", &m);
+        let building = |m: String| self.target.error_msg("building a batch", &m);
         let mut rows = sqlx::raw_sql(AssertSqlSafe(statement.to_string())).fetch(&mut *conn);
-        let mut in_batch = 0;
-        let mut seen: u64 = 0;
         while let Some(row) = rows.next().await {
             let row = row.map_err(|e| self.target.error("reading rows", &e))?;
-            seen += 1;
-            for (i, col) in cols.iter_mut().enumerate() {
+            for i in 0..types.len() {
                 let value: Option<&[u8]> = row
                     .try_get_unchecked(i)
                     .map_err(|e| self.target.error("reading rows", &e))?;
-                col.append(value).map_err(|m| {
-                    self.target.error_msg(
-                        "reading rows",
-                        &format!("row {seen}, column {}: {m}", self.columns[i].name),
-                    )
-                })?;
+                batches.append(i, value).map_err(reading)?;
             }
-            in_batch += 1;
-            if in_batch == self.batch_size {
-                in_batch = 0;
-                if tx.send(Ok(self.batch(&mut cols)?)).await.is_err() {
-                    return Ok(());
-                }
+            if let Some(batch) = batches.end_row().map_err(building)?
+                && tx.send(Ok(batch)).await.is_err()
+            {
+                return Ok(());
             }
         }
-        if in_batch > 0 {
-            let _ = tx.send(Ok(self.batch(&mut cols)?)).await;
+        if let Some(batch) = batches.rest().map_err(building)? {
+            let _ = tx.send(Ok(batch)).await;
         }
         Ok(())
-    }
-
-    fn batch(&self, cols: &mut [TextColumn]) -> Result<RecordBatch> {
-        let arrays = cols
-            .iter_mut()
-            .map(TextColumn::finish)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|m| self.target.error_msg("building a batch", &m))?;
-        RecordBatch::try_new(self.schema.clone(), arrays).map_err(Error::from)
     }
 }
 

@@ -18,7 +18,7 @@ enum Answer {
 
 pub async fn poke(config: &DaemonConfig, connection: &str, query: &str) -> Result<bool> {
     let target = DbTarget::resolve(config, connection)?;
-    let query = query.trim().trim_end_matches(';').to_string();
+    let query = super::trimmed(query).to_string();
     let fail = |e: sqlx::Error| target.error("running the sensor query", &e);
     let answer = match target.kind()? {
         DbKind::Postgres => {

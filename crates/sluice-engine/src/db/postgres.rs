@@ -11,14 +11,13 @@
 use super::pg_binary::{self, Column, PgType, Tuple};
 use super::{DbTarget, KeyKind, batch_stream, split_ranges};
 use crate::error::Result;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use sluice_core::config::SqlExtract;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Column as _, Connection, Executor, Row, SqlSafeStr, Statement as _};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// One output column: its name and how it is read.
@@ -33,15 +32,10 @@ pub async fn extract(
     query: &str,
     spec: &SqlExtract,
 ) -> Result<SendableRecordBatchStream> {
-    let query = query.trim().trim_end_matches(';').trim_end();
+    let query = super::trimmed(query);
     let mut conn = connect(target).await?;
     let columns = describe(target, &mut conn, query).await?;
-    let schema: SchemaRef = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
-            .collect::<Vec<_>>(),
-    ));
+    let schema = super::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
     let (tx, rx) = mpsc::channel(2);
     if spec.partitions <= 1 {
         let reader = Reader {

@@ -5,17 +5,16 @@
 //! infers. A value whose storage class does not fit its column (text in an
 //! INTEGER column, say) is an error naming the row and column.
 
-use super::text_column::{TextColumn, TextType};
+use super::text_column::{TextBatches, TextType};
 use super::{DbTarget, batch_stream};
 use crate::error::{Error, Result};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use sluice_core::config::SqlExtract;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{AssertSqlSafe, Column as _, Connection, Executor, Row, SqlSafeStr, TypeInfo, ValueRef};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone)]
@@ -35,17 +34,12 @@ pub async fn extract(
             target.name
         )));
     }
-    let query = query.trim().trim_end_matches(';').trim_end().to_string();
+    let query = super::trimmed(query).to_string();
     let mut conn = SqliteConnection::connect(&target.url)
         .await
         .map_err(|e| target.error("connecting", &e))?;
     let columns = describe(target, &mut conn, &query).await?;
-    let schema: SchemaRef = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
-            .collect::<Vec<_>>(),
-    ));
+    let schema = super::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
     let (tx, rx) = mpsc::channel(2);
     let reader = Reader {
         target: target.clone(),
@@ -178,91 +172,68 @@ impl Reader {
         query: &str,
         tx: &mpsc::Sender<Result<RecordBatch>>,
     ) -> Result<()> {
-        let mut cols: Vec<TextColumn> = self
-            .columns
-            .iter()
-            .map(|c| TextColumn::new(&c.ty, self.batch_size))
-            .collect();
+        let types: Vec<TextType> = self.columns.iter().map(|c| c.ty.clone()).collect();
+        let mut batches = TextBatches::new(self.schema.clone(), &types, self.batch_size);
+        let reading = |m: String| self.target.error_msg("reading rows", &m);
+        let building = |m: String| self.target.error_msg("building a batch", &m);
+        let get_err = |e: sqlx::Error| self.target.error("reading rows", &e);
         let mut rows = sqlx::query(AssertSqlSafe(query.to_string())).fetch(&mut *conn);
-        let mut in_batch = 0;
-        let mut seen: u64 = 0;
         let mut text = String::new();
         while let Some(row) = rows.next().await {
-            let row = row.map_err(|e| self.target.error("reading rows", &e))?;
-            seen += 1;
-            for (i, col) in cols.iter_mut().enumerate() {
-                let at = |m: String| {
-                    self.target.error_msg(
-                        "reading rows",
-                        &format!("row {seen}, column {}: {m}", self.columns[i].name),
-                    )
-                };
-                let raw = row
-                    .try_get_raw(i)
-                    .map_err(|e| self.target.error("reading rows", &e))?;
+            let row = row.map_err(get_err)?;
+            for (i, ty) in types.iter().enumerate() {
+                let raw = row.try_get_raw(i).map_err(get_err)?;
                 if raw.is_null() {
-                    col.append(None).map_err(at)?;
+                    batches.append(i, None).map_err(reading)?;
                     continue;
                 }
                 let class = raw.type_info().name().to_string();
-                let get_err = |e: sqlx::Error| self.target.error("reading rows", &e);
                 // Values go through their text form, which TextColumn parses
                 // into the column's type; a blob keeps its bytes.
-                match (class.as_str(), &self.columns[i].ty) {
+                match (class.as_str(), ty) {
                     ("BLOB", TextType::Binary) => {
                         let v: &[u8] = row.try_get_unchecked(i).map_err(get_err)?;
-                        col.append(Some(v)).map_err(at)?;
+                        batches.append(i, Some(v)).map_err(reading)?;
                     }
                     ("BLOB", _) => {
-                        return Err(at("a blob in a column that is not BLOB".into()));
-                    }
-                    ("INTEGER", TextType::Timestamp { .. } | TextType::Date) => {
-                        return Err(at(
-                            "a number where a date or timestamp text was expected; convert it in the query, e.g. datetime(x, 'unixepoch')"
-                                .into(),
+                        return Err(reading(
+                            batches.row_error(i, "a blob in a column that is not BLOB"),
                         ));
                     }
-                    ("INTEGER", _) => {
-                        let v: i64 = row.try_get_unchecked(i).map_err(get_err)?;
-                        text.clear();
-                        use std::fmt::Write;
-                        let _ = write!(text, "{v}");
-                        col.append(Some(text.as_bytes())).map_err(at)?;
+                    ("INTEGER", TextType::Timestamp { .. } | TextType::Date) => {
+                        return Err(reading(batches.row_error(
+                            i,
+                            "a number where a date or timestamp text was expected; convert it in the query, e.g. datetime(x, 'unixepoch')",
+                        )));
                     }
-                    ("REAL", _) => {
-                        let v: f64 = row.try_get_unchecked(i).map_err(get_err)?;
-                        text.clear();
+                    ("INTEGER" | "REAL", _) => {
                         use std::fmt::Write;
-                        let _ = write!(text, "{v:?}");
-                        col.append(Some(text.as_bytes())).map_err(at)?;
+                        text.clear();
+                        if class == "INTEGER" {
+                            let v: i64 = row.try_get_unchecked(i).map_err(get_err)?;
+                            let _ = write!(text, "{v}");
+                        } else {
+                            let v: f64 = row.try_get_unchecked(i).map_err(get_err)?;
+                            let _ = write!(text, "{v:?}");
+                        }
+                        batches.append(i, Some(text.as_bytes())).map_err(reading)?;
                     }
                     _ => {
                         let v: &str = row.try_get_unchecked(i).map_err(get_err)?;
-                        col.append(Some(v.as_bytes())).map_err(at)?;
+                        batches.append(i, Some(v.as_bytes())).map_err(reading)?;
                     }
                 }
             }
-            in_batch += 1;
-            if in_batch == self.batch_size {
-                in_batch = 0;
-                if tx.send(Ok(self.batch(&mut cols)?)).await.is_err() {
-                    return Ok(());
-                }
+            if let Some(batch) = batches.end_row().map_err(building)?
+                && tx.send(Ok(batch)).await.is_err()
+            {
+                return Ok(());
             }
         }
-        if in_batch > 0 {
-            let _ = tx.send(Ok(self.batch(&mut cols)?)).await;
+        if let Some(batch) = batches.rest().map_err(building)? {
+            let _ = tx.send(Ok(batch)).await;
         }
         Ok(())
-    }
-
-    fn batch(&self, cols: &mut [TextColumn]) -> Result<RecordBatch> {
-        let arrays = cols
-            .iter_mut()
-            .map(TextColumn::finish)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|m| self.target.error_msg("building a batch", &m))?;
-        RecordBatch::try_new(self.schema.clone(), arrays).map_err(Error::from)
     }
 }
 

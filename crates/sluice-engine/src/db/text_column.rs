@@ -2,6 +2,7 @@
 //! them: each value is parsed into its Arrow type, and one that does not
 //! parse is an error naming what it was, never a NULL or a rounded value.
 
+use arrow::array::RecordBatch;
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
     Float32Builder, Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder,
@@ -9,7 +10,7 @@ use arrow::array::{
     UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow::compute::kernels::cast_utils::parse_decimal;
-use arrow::datatypes::{DataType, Decimal128Type, Decimal256Type, TimeUnit};
+use arrow::datatypes::{DataType, Decimal128Type, Decimal256Type, SchemaRef, TimeUnit};
 use chrono::{NaiveDate, NaiveDateTime};
 use std::sync::Arc;
 
@@ -96,6 +97,77 @@ pub enum TextColumn {
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder, bool),
+}
+
+/// Rows parsed into [`TextColumn`]s and cut into batches of `batch_size`,
+/// for the readers that get values as text (MySQL, SQLite).
+pub struct TextBatches {
+    schema: SchemaRef,
+    columns: Vec<TextColumn>,
+    batch_size: usize,
+    in_batch: usize,
+    /// Rows ended so far; errors name the row after them.
+    rows: u64,
+}
+
+impl TextBatches {
+    pub fn new(schema: SchemaRef, types: &[TextType], batch_size: usize) -> Self {
+        TextBatches {
+            schema,
+            columns: types
+                .iter()
+                .map(|t| TextColumn::new(t, batch_size))
+                .collect(),
+            batch_size,
+            in_batch: 0,
+            rows: 0,
+        }
+    }
+
+    /// An error about column `col` of the row being read.
+    pub fn row_error(&self, col: usize, message: &str) -> String {
+        format!(
+            "row {}, column {}: {message}",
+            self.rows + 1,
+            self.schema.field(col).name()
+        )
+    }
+
+    /// Appends the current row's value of column `col`.
+    pub fn append(&mut self, col: usize, value: Option<&[u8]>) -> Result<(), String> {
+        match self.columns[col].append(value) {
+            Ok(()) => Ok(()),
+            Err(m) => Err(self.row_error(col, &m)),
+        }
+    }
+
+    /// Ends the current row; returns a batch when one is full.
+    pub fn end_row(&mut self) -> Result<Option<RecordBatch>, String> {
+        self.rows += 1;
+        self.in_batch += 1;
+        if self.in_batch < self.batch_size {
+            return Ok(None);
+        }
+        self.take().map(Some)
+    }
+
+    /// The rows of a batch that did not fill up, if any.
+    pub fn rest(&mut self) -> Result<Option<RecordBatch>, String> {
+        if self.in_batch == 0 {
+            return Ok(None);
+        }
+        self.take().map(Some)
+    }
+
+    fn take(&mut self) -> Result<RecordBatch, String> {
+        self.in_batch = 0;
+        let arrays = self
+            .columns
+            .iter_mut()
+            .map(TextColumn::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| e.to_string())
+    }
 }
 
 fn text(v: &[u8]) -> Result<&str, String> {
