@@ -1,6 +1,7 @@
 //! JSON lines: one object per line, decoded by arrow-json straight into
 //! columns. The schema is declared in the job or inferred from a sample.
 
+use super::flat_json::FlatJson;
 use super::lines::{Line, decode_all, decode_records, lines};
 use super::{Chunk, Parsed, Parser};
 use arrow::datatypes::SchemaRef;
@@ -12,6 +13,9 @@ use std::sync::{Arc, Mutex};
 pub struct JsonlParser {
     schema: SchemaRef,
     max_line_bytes: usize,
+    /// The fast path for flat objects of scalar columns, when the schema
+    /// has only such columns.
+    flat: Option<FlatJson>,
     /// Decoders that parsed a chunk cleanly, for the next chunks: a
     /// decoder keeps its tape buffers, which a new one would grow again
     /// (and copy) from empty for every chunk.
@@ -25,6 +29,7 @@ const POOLED_BATCH_ROWS: usize = 1 << 17;
 impl JsonlParser {
     pub fn new(schema: SchemaRef, max_line_bytes: usize) -> Self {
         JsonlParser {
+            flat: FlatJson::new(schema.clone()),
             schema,
             max_line_bytes,
             decoders: Mutex::new(Vec::new()),
@@ -69,8 +74,18 @@ impl Parser for JsonlParser {
         let all = lines(chunk);
         let data = &chunk.data[..];
         let records: Vec<&Line> = all.iter().filter(|l| !l.range.is_empty()).collect();
-        let clean = std::str::from_utf8(data).is_ok()
-            && records.iter().all(|l| l.range.len() <= self.max_line_bytes);
+        let text = std::str::from_utf8(data).ok();
+        let clean = text.is_some() && records.iter().all(|l| l.range.len() <= self.max_line_bytes);
+        if clean
+            && let (Some(flat), Some(text)) = (&self.flat, text)
+            && let Some(batch) = flat.decode(text, &records)
+        {
+            return Ok(Parsed {
+                records: batch.num_rows() as u64,
+                batches: vec![batch],
+                bad: Vec::new(),
+            });
+        }
         if clean && let Ok(batch) = self.decode_pooled(data) {
             let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
             if rows == records.len() {

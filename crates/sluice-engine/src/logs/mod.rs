@@ -9,6 +9,7 @@ mod chunks;
 mod combined;
 mod csv;
 mod dead_letter;
+mod flat_json;
 mod jsonl;
 mod lines;
 mod regex;
