@@ -13,7 +13,7 @@ use crate::clock::{Clock, from_micros, micros};
 use crate::error::Result;
 use crate::jobs::JobSet;
 use crate::retry::retry_delay;
-use crate::state::{NewRun, Op, RunRow, StateStore, TaskInstanceRow, TiUpdate};
+use crate::state::{Claim, NewRun, Op, RunRow, StateStore, TaskInstanceRow, TiUpdate};
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use futures::future::BoxFuture;
@@ -21,7 +21,7 @@ use sluice_core::config::{Job, TaskKind};
 use sluice_core::schedule::Plan;
 use sluice_core::template::RunContext;
 use sluice_engine::runner::{Engine, UnitOutput, Units};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -145,6 +145,9 @@ struct ActiveRun {
     dirty: bool,
     /// When the next waiting unit (a retry, a sensor's poke) comes due.
     wake_at: Option<DateTime<Utc>>,
+    /// When each waiting unit was first seen ready, for the ready→start
+    /// delay.
+    ready_since: HashMap<String, Instant>,
 }
 
 /// What a spawned attempt is about.
@@ -178,6 +181,10 @@ pub struct Stats {
     pub attempts_finished: u64,
     /// Delay from a task instance becoming ready to its start, per start.
     pub ready_to_start: Vec<Duration>,
+    /// Delay from a task instance being ready with a worker free to its
+    /// start: the scheduler's own share of `ready_to_start`, without the
+    /// wait for a worker when more tasks are ready than there are workers.
+    pub scheduling_delay: Vec<Duration>,
 }
 
 pub struct Daemon {
@@ -190,8 +197,8 @@ pub struct Daemon {
     running: JoinSet<Done>,
     in_flight: HashMap<tokio::task::Id, Attempt>,
     paused: HashSet<String>,
-    /// When each waiting unit was first seen ready, for the ready→start delay.
-    ready_since: HashMap<(String, String, String), Instant>,
+    /// When each free worker became free, oldest first (one per worker).
+    free_since: VecDeque<Instant>,
     last_heartbeat: Option<DateTime<Utc>>,
     log_seq: i64,
     /// Writes not yet sent to the state store; see [`Daemon::flush`].
@@ -217,7 +224,7 @@ impl Daemon {
             running: JoinSet::new(),
             in_flight: HashMap::new(),
             paused: HashSet::new(),
-            ready_since: HashMap::new(),
+            free_since: VecDeque::new(),
             last_heartbeat: None,
             log_seq: 0,
             pending: Vec::new(),
@@ -239,6 +246,11 @@ impl Daemon {
     pub async fn serve(&mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         self.recover().await?;
+        let now = Instant::now();
+        // Past a few thousand workers the delay is the ready→start one.
+        self.free_since = (self.running.len()..self.opts.workers.min(1 << 16))
+            .map(|_| now)
+            .collect();
         let mut next_scan = Instant::now();
         loop {
             if Instant::now() >= next_scan {
@@ -424,6 +436,7 @@ impl Daemon {
                             .collect(),
                         dirty: true,
                         wake_at: None,
+                        ready_since: HashMap::new(),
                     };
                     self.active.insert(key, run);
                 }
@@ -563,12 +576,16 @@ impl Daemon {
                 continue;
             }
             let next_try_at = ti.next_try_at;
-            let deps = units.deps(unit);
-            let state = |t: &str| run.tis.get(t).map(|t| t.state.as_str());
-            let upstream_bad = deps
-                .iter()
-                .any(|d| matches!(state(d), Some("failed" | "upstream_failed")));
-            let upstream_done = deps.iter().all(|d| state(d) == Some("success"));
+            // One look at each upstream: any failed, or all succeeded?
+            let mut upstream_bad = false;
+            let mut upstream_done = true;
+            for d in units.deps(unit) {
+                match run.tis.get(d).map(|t| t.state.as_str()) {
+                    Some("success") => {}
+                    Some("failed" | "upstream_failed") => upstream_bad = true,
+                    _ => upstream_done = false,
+                }
+            }
             if upstream_bad {
                 // Marked at once, so the whole chain below it is marked in
                 // this one pass (units are in DAG order).
@@ -589,9 +606,9 @@ impl Daemon {
                 *wake = Some(wake.map_or(at, |w| w.min(at)));
                 continue;
             }
-            self.ready_since
-                .entry((key.0.clone(), key.1.clone(), unit.clone()))
-                .or_insert_with(Instant::now);
+            if !run.ready_since.contains_key(unit) {
+                run.ready_since.insert(unit.clone(), Instant::now());
+            }
             ready.push(unit.clone());
         }
         for task in upstream_failed {
@@ -615,20 +632,34 @@ impl Daemon {
         if units.is_empty() {
             return Ok(());
         }
+        let seq = self.next_log_seq();
         let run = self.active.get(key).expect("active");
         let tasks: Vec<String> = units.iter().flat_map(|u| run.units.members(u)).collect();
+        // A sensor's next poke continues its attempt; anything else starts one.
+        let announce: Vec<String> = units
+            .iter()
+            .filter(|u| {
+                run.tis
+                    .get(*u)
+                    .is_none_or(|t| t.state != "up_for_reschedule")
+            })
+            .flat_map(|u| run.units.members(u))
+            .collect();
         // What finished is written in the same transaction, before what
         // it made ready is claimed.
         let ops = std::mem::take(&mut self.pending);
+        let claim = Claim {
+            dag: &key.0,
+            run_id: &key.1,
+            tasks: &tasks,
+            announce: &announce,
+            worker: &self.opts.worker_id,
+            now: micros(now),
+            seq,
+        };
         let claimed: HashSet<String> = self
             .store
-            .apply_and_claim(
-                &ops,
-                (&key.0, &key.1),
-                &tasks,
-                &self.opts.worker_id,
-                micros(now),
-            )
+            .apply_and_claim(&ops, &claim)
             .await?
             .into_iter()
             .collect();
@@ -659,12 +690,12 @@ impl Daemon {
                 ti.started_at = Some(micros(now));
             }
         }
-        if let Some(t0) = self
-            .ready_since
-            .remove(&(key.0.clone(), key.1.clone(), unit.to_string()))
-        {
+        if let Some(t0) = run.ready_since.remove(unit) {
             self.stats.ready_to_start.push(t0.elapsed());
+            let free = self.free_since.front().map_or(t0, |f| t0.max(*f));
+            self.stats.scheduling_delay.push(free.elapsed());
         }
+        self.free_since.pop_front();
         self.stats.attempts_started += 1;
         let task = run.job.task(unit).expect("task").clone();
         let sensor = matches!(task.kind, TaskKind::Sensor(_));
@@ -678,13 +709,9 @@ impl Daemon {
             sensor,
         };
         let (job, ctx, units) = (run.job.clone(), run.ctx.clone(), run.units.clone());
+        // The claim wrote the "attempt started" log line.
         if !sensor || bump {
             tracing::info!(dag = %key.0, run = %key.1, task = %unit, attempt = attempt.attempt, "task started");
-            self.log(
-                &attempt,
-                "info",
-                &format!("attempt {} started", attempt.attempt),
-            );
         }
         // The unit's timeout is its tightest member's.
         let timeout = attempt
@@ -721,6 +748,7 @@ impl Daemon {
         &mut self,
         joined: std::result::Result<(tokio::task::Id, Done), tokio::task::JoinError>,
     ) -> Result<()> {
+        self.free_since.push_back(Instant::now());
         match joined {
             Ok((id, done)) => {
                 self.in_flight.remove(&id);
@@ -903,15 +931,20 @@ impl Daemon {
         if run.row.state != "running" {
             return Ok(());
         }
-        let tasks: Vec<&String> = run.job.dag.order.iter().collect();
-        let states: Vec<&str> = tasks
+        let state_of = |t: &String| run.tis.get(t).map_or("scheduled", |ti| ti.state.as_str());
+        // Last tasks first: they are the ones usually still to finish, so
+        // a run with work left is told after a look or two.
+        if !run
+            .job
+            .dag
+            .order
             .iter()
-            .map(|t| run.tis.get(*t).map_or("scheduled", |ti| ti.state.as_str()))
-            .collect();
-        if !states.iter().all(|s| TERMINAL.contains(s)) {
+            .rev()
+            .all(|t| TERMINAL.contains(&state_of(t)))
+        {
             return Ok(());
         }
-        let state = if states.iter().all(|s| *s == "success") {
+        let state = if run.job.dag.order.iter().all(|t| state_of(t) == "success") {
             "success"
         } else {
             "failed"
@@ -986,20 +1019,25 @@ impl Daemon {
     /// Appends a line to an attempt's log (written with the next batch).
     fn log(&mut self, a: &Attempt, level: &str, message: &str) {
         let now = micros(self.clock.now());
-        // Sequence numbers grow across restarts too.
-        self.log_seq = (self.log_seq + 1).max(now);
+        let seq = self.next_log_seq();
         for m in &a.members {
             self.pending.push(Op::Log {
                 dag: a.dag.clone(),
                 run_id: a.run_id.clone(),
                 task: m.clone(),
                 attempt: a.attempt,
-                seq: self.log_seq,
+                seq,
                 at: now,
                 level: level.to_string(),
                 message: message.to_string(),
             });
         }
+    }
+
+    /// The next log line's sequence number; they grow across restarts too.
+    fn next_log_seq(&mut self) -> i64 {
+        self.log_seq = (self.log_seq + 1).max(micros(self.clock.now()));
+        self.log_seq
     }
 
     /// Writes the batched task instance changes and log lines.

@@ -7,7 +7,7 @@
 mod migrations;
 mod runs;
 
-pub use runs::{NewRun, Op, RunRow, TaskInstanceRow, TiUpdate};
+pub use runs::{Claim, NewRun, Op, RunRow, TaskInstanceRow, TiUpdate};
 
 use crate::clock::micros;
 use crate::error::{Error, Result};
