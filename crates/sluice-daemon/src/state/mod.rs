@@ -211,6 +211,106 @@ mod tests {
         assert_eq!(redacted("sqlite://state.db"), "sqlite://state.db");
     }
 
+    /// Batched writes: claims with their "started" lines, ends of attempts
+    /// through one UPDATE (the last end of a task wins), a state set
+    /// outright, and log lines through one INSERT that skips duplicates.
+    #[tokio::test]
+    async fn batched_ops_and_claims_land_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::connect(&format!("sqlite://{}/s.db", dir.path().display()))
+            .await
+            .unwrap();
+        let tasks: Vec<String> = ["a", "b", "c"].iter().map(|t| t.to_string()).collect();
+        let run = NewRun {
+            dag: "d".into(),
+            run_id: "r".into(),
+            logical_date: 0,
+            interval_start: 0,
+            interval_end: 1,
+            run_type: "manual".into(),
+            params: None,
+            tasks: tasks.clone(),
+            created_at: 0,
+        };
+        assert!(store.create_run(&run).await.unwrap());
+        let claim = Claim {
+            dag: "d",
+            run_id: "r",
+            tasks: &tasks[..2],
+            announce: &tasks[..1],
+            worker: "w1",
+            now: 10,
+            seq: 1,
+        };
+        let mut got = store.apply_and_claim(&[], &claim).await.unwrap();
+        got.sort();
+        assert_eq!(got, vec!["a", "b"]);
+        // Claimed already: a second claim gets nothing.
+        assert!(store.apply_and_claim(&[], &claim).await.unwrap().is_empty());
+        let finish = |task: &str, state: &str, error: Option<&str>, rows: Option<i64>| Op::Finish {
+            dag: "d".into(),
+            run_id: "r".into(),
+            task: task.into(),
+            update: TiUpdate {
+                state: state.into(),
+                failures: 1,
+                ended_at: Some(20),
+                rows_out: rows,
+                error: error.map(str::to_string),
+                watermark: Some("int:7".into()),
+                ..TiUpdate::default()
+            },
+        };
+        let log = |seq: i64, message: &str| Op::Log {
+            dag: "d".into(),
+            run_id: "r".into(),
+            task: "a".into(),
+            attempt: 1,
+            seq,
+            at: 20,
+            level: "info".into(),
+            message: message.into(),
+        };
+        store
+            .apply(&[
+                finish("a", "up_for_retry", Some("it's broken"), None),
+                log(2, "failed"),
+                finish("a", "success", None, Some(5)),
+                log(2, "a duplicate, skipped"),
+                finish("b", "failed", Some("no 'luck'"), None),
+                Op::SetState {
+                    dag: "d".into(),
+                    run_id: "r".into(),
+                    task: "c".into(),
+                    state: "upstream_failed".into(),
+                },
+                log(3, "done"),
+            ])
+            .await
+            .unwrap();
+        let tis = store.task_instances("d", "r").await.unwrap();
+        let ti = |t: &str| tis.iter().find(|x| x.task == t).unwrap();
+        assert_eq!(ti("a").state, "success");
+        assert_eq!(ti("a").rows_out, Some(5));
+        assert_eq!(ti("a").error, None);
+        assert_eq!(ti("a").try_number, 1);
+        assert_eq!(ti("a").ended_at, Some(20));
+        assert_eq!(ti("b").state, "failed");
+        assert_eq!(ti("b").error.as_deref(), Some("no 'luck'"));
+        assert_eq!(ti("c").state, "upstream_failed");
+        assert_eq!(store.watermark("d", "a").await.unwrap(), None);
+        let lines: Vec<String> = store
+            .logs("d", "r", "a", 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, m)| m)
+            .collect();
+        assert_eq!(lines, vec!["attempt 1 started", "failed", "done"]);
+        // b was claimed but not announced: no line of its own.
+        assert!(store.logs("d", "r", "b", 1).await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn sqlite_file_is_created_and_migrated_once() {
         let dir = tempfile::tempdir().unwrap();
