@@ -91,7 +91,10 @@ def main():
     os.makedirs(args.data, exist_ok=True)
     if psql("postgres", "-c", f"SELECT 1 FROM pg_database WHERE datname = '{args.db}'") != "1":
         psql("postgres", "-c", f"CREATE DATABASE {args.db}")
-    have = psql(args.db, "-c", "SELECT CASE WHEN to_regclass('events') IS NULL THEN -1 ELSE (SELECT count(*) FROM events) END")
+    # (count(*) in the same statement would fail to plan without the table)
+    have = -1
+    if psql(args.db, "-c", "SELECT to_regclass('events') IS NOT NULL") == "t":
+        have = psql(args.db, "-c", "SELECT count(*) FROM events")
     if int(have) != args.rows:
         print(f"seeding events with {args.rows:,} rows…", file=sys.stderr)
         psql(args.db, "-v", f"rows={args.rows}", "-f", os.path.join(HERE, "pg_events.sql"))

@@ -75,15 +75,30 @@ fn job_text(shape: &str, n: usize) -> String {
     s
 }
 
-fn postgres_url() -> String {
+/// A new database on the local PostgreSQL: its name and URL.
+fn postgres_database() -> (String, String) {
     let name = format!(
         "sluice_bench_{}_{}",
         std::process::id(),
         Utc::now().timestamp_micros() % 1_000_000
     );
+    psql(&format!("CREATE DATABASE {name}"));
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    (name, url)
+}
+
+fn psql(command: &str) {
     let out = std::process::Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
-        .arg(format!("CREATE DATABASE {name}"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+            command,
+        ])
         .output()
         .expect("psql");
     assert!(
@@ -91,7 +106,6 @@ fn postgres_url() -> String {
         "PostgreSQL must run at 127.0.0.1:5432: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
 struct Result_ {
@@ -165,8 +179,11 @@ async fn main() {
         "SQLite",
         format!("sqlite://{}/state.db", dir.path().display()),
     )];
+    let mut database = None;
     if !sqlite_only {
-        backends.push(("PostgreSQL", postgres_url()));
+        let (name, url) = postgres_database();
+        backends.push(("PostgreSQL", url));
+        database = Some(name);
     }
     println!(
         "{:<11} {:<16} {:>6} {:>8} {:>13} {:>13} {:>13} {:>13}",
@@ -199,5 +216,8 @@ async fn main() {
                 ms(r.sched.1)
             );
         }
+    }
+    if let Some(name) = database {
+        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
     }
 }

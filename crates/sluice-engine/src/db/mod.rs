@@ -191,6 +191,14 @@ pub async fn extract(
     ))
 }
 
+/// Rows per batch for each of `readers` concurrent readers: `batch_size`
+/// shared between them, so that a partitioned read holds about as many
+/// rows in memory as one reader does. A floor keeps batches large enough
+/// to encode well.
+fn reader_batch_size(batch_size: usize, readers: usize) -> usize {
+    (batch_size / readers.max(1)).max(batch_size.min(8192))
+}
+
 /// A query as the databases take it inside `COPY (…)` or `SELECT * FROM
 /// (…)`: without surrounding space or a trailing semicolon.
 fn trimmed(query: &str) -> &str {
@@ -307,6 +315,14 @@ fn batch_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readers_share_the_batch_size() {
+        assert_eq!(reader_batch_size(65_536, 1), 65_536);
+        assert_eq!(reader_batch_size(65_536, 2), 32_768);
+        assert_eq!(reader_batch_size(65_536, 64), 8192);
+        assert_eq!(reader_batch_size(1000, 4), 1000);
+    }
 
     fn config(url: &str) -> DaemonConfig {
         let text = format!("[connections.app]\nurl = \"{url}\"\n");

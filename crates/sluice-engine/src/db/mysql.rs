@@ -49,12 +49,13 @@ pub async fn extract(
     };
     let (tx, rx) = mpsc::channel(2);
     let mut first = Some(conn);
+    let batch_size = super::reader_batch_size(spec.batch_size, workers.len());
     for statements in workers {
         let reader = Reader {
             target: target.clone(),
             schema: schema.clone(),
             columns: columns.clone(),
-            batch_size: spec.batch_size,
+            batch_size,
         };
         let tx = tx.clone();
         let conn = first.take();

@@ -61,12 +61,13 @@ pub async fn extract(
             .await
             .map_err(|e| target.error("exporting a snapshot", &e))?;
         let mut workers = Vec::new();
+        let batch_size = super::reader_batch_size(spec.batch_size, ranges.len());
         for conditions in ranges {
             let reader = Reader {
                 target: target.clone(),
                 schema: schema.clone(),
                 columns: columns.clone(),
-                batch_size: spec.batch_size,
+                batch_size,
             };
             let statements: Vec<String> = conditions
                 .iter()
