@@ -665,3 +665,34 @@ fn sqlite_types_round_trip_to_parquet() {
         "{text}"
     );
 }
+
+/// A host where nothing listens: the error names the connection and what
+/// failed, and never the password, for each kind of server.
+#[test]
+fn an_unreachable_host_names_the_connection_and_hides_the_password() {
+    let secret = "unreachable-Secret77";
+    for scheme in ["postgres", "mysql"] {
+        let dir = tempfile::tempdir().unwrap();
+        // Port 1 on the loopback: refused at once.
+        write_job(
+            dir.path(),
+            &format!("{scheme}://etl:${{APP_DB_PASSWORD}}@127.0.0.1:1/app"),
+            "SELECT 1 AS one",
+            "retries = 0",
+        );
+        let out = run(sluice(dir.path()).env("APP_DB_PASSWORD", secret).args([
+            "run",
+            "extract_job",
+            "--date",
+            "2026-11-20",
+        ]));
+        let text = format!("{}{}", common::stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{scheme}: {text}");
+        assert!(text.contains("connection app"), "{scheme}: {text}");
+        assert!(text.contains("connecting"), "{scheme}: {text}");
+        assert!(
+            !text.contains(secret),
+            "{scheme}: the password leaked:\n{text}"
+        );
+    }
+}

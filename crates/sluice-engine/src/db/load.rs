@@ -187,9 +187,7 @@ async fn postgres(
     mut stream: SendableRecordBatchStream,
 ) -> Result<u64> {
     let fail = |what: &'static str| move |e: sqlx::Error| target.error(what, &e);
-    let mut conn = sqlx::PgConnection::connect(&target.url)
-        .await
-        .map_err(fail("connecting"))?;
+    let mut conn = target.connect::<sqlx::PgConnection>().await?;
     let mut tx = conn.begin().await.map_err(fail("starting a transaction"))?;
     if spec.create {
         (&mut *tx)
@@ -344,18 +342,14 @@ async fn inserts(
 ) -> Result<u64> {
     match plan.kind {
         DbKind::MySql => {
-            let mut conn = sqlx::MySqlConnection::connect(&target.url)
-                .await
-                .map_err(|e| target.error("connecting", &e))?;
+            let mut conn = target.connect::<sqlx::MySqlConnection>().await?;
             conn.execute("SET time_zone = '+00:00'")
                 .await
                 .map_err(|e| target.error("setting the session time zone", &e))?;
             insert_rows::<sqlx::MySql>(&mut conn, target, spec, plan, stream).await
         }
         _ => {
-            let mut conn = sqlx::SqliteConnection::connect(&target.url)
-                .await
-                .map_err(|e| target.error("connecting", &e))?;
+            let mut conn = target.connect::<sqlx::SqliteConnection>().await?;
             insert_rows::<sqlx::Sqlite>(&mut conn, target, spec, plan, stream).await
         }
     }

@@ -41,6 +41,9 @@ impl std::fmt::Debug for DbTarget {
     }
 }
 
+/// How long opening a database connection may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which kind of database a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -89,6 +92,24 @@ impl DbTarget {
                 "connection {}: \"{other}://\" is not a database; expected postgres://, mysql:// or sqlite://",
                 self.name
             ))),
+        }
+    }
+
+    /// Opens a connection. A host that does not answer is given up on
+    /// after [`CONNECT_TIMEOUT`], as the drivers themselves wait for as
+    /// long as the operating system does (minutes), holding a worker.
+    pub async fn connect<C: sqlx::Connection>(&self) -> Result<C> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, C::connect(&self.url)).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(self.error("connecting", &e)),
+            Err(_) => Err(Error::Database {
+                connection: self.name.clone(),
+                message: format!(
+                    "connecting: no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+                retryable: true,
+            }),
         }
     }
 

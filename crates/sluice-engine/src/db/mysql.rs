@@ -14,7 +14,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use sluice_core::config::SqlExtract;
 use sqlx::mysql::{MySqlConnection, MySqlRow};
-use sqlx::{AssertSqlSafe, Connection, Executor, Row};
+use sqlx::{AssertSqlSafe, Executor, Row};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone)]
@@ -81,9 +81,7 @@ pub async fn extract(
 }
 
 async fn connect(target: &DbTarget) -> Result<MySqlConnection> {
-    let mut conn = MySqlConnection::connect(&target.url)
-        .await
-        .map_err(|e| target.error("connecting", &e))?;
+    let mut conn = target.connect::<MySqlConnection>().await?;
     // TIMESTAMP columns are instants: have them sent in UTC.
     conn.execute("SET time_zone = '+00:00'")
         .await

@@ -22,9 +22,7 @@ pub async fn poke(config: &DaemonConfig, connection: &str, query: &str) -> Resul
     let fail = |e: sqlx::Error| target.error("running the sensor query", &e);
     let answer = match target.kind()? {
         DbKind::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&target.url)
-                .await
-                .map_err(|e| target.error("connecting", &e))?;
+            let mut conn = target.connect::<sqlx::PgConnection>().await?;
             let row = sqlx::query(AssertSqlSafe(query))
                 .fetch_optional(&mut conn)
                 .await
@@ -45,9 +43,7 @@ pub async fn poke(config: &DaemonConfig, connection: &str, query: &str) -> Resul
             }
         }
         DbKind::MySql => {
-            let mut conn = sqlx::MySqlConnection::connect(&target.url)
-                .await
-                .map_err(|e| target.error("connecting", &e))?;
+            let mut conn = target.connect::<sqlx::MySqlConnection>().await?;
             let row = sqlx::raw_sql(AssertSqlSafe(query))
                 .fetch_optional(&mut conn)
                 .await
@@ -66,9 +62,7 @@ pub async fn poke(config: &DaemonConfig, connection: &str, query: &str) -> Resul
             }
         }
         DbKind::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&target.url)
-                .await
-                .map_err(|e| target.error("connecting", &e))?;
+            let mut conn = target.connect::<sqlx::SqliteConnection>().await?;
             let row = sqlx::query(AssertSqlSafe(query))
                 .fetch_optional(&mut conn)
                 .await

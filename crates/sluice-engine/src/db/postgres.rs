@@ -108,9 +108,7 @@ fn copy_statement(query: &str) -> String {
 }
 
 async fn connect(target: &DbTarget) -> Result<PgConnection> {
-    PgConnection::connect(&target.url)
-        .await
-        .map_err(|e| target.error("connecting", &e))
+    target.connect::<PgConnection>().await
 }
 
 async fn begin_snapshot(target: &DbTarget, conn: &mut PgConnection, snapshot: &str) -> Result<()> {

@@ -14,7 +14,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use sluice_core::config::SqlExtract;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{AssertSqlSafe, Column as _, Connection, Executor, Row, SqlSafeStr, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Column as _, Executor, Row, SqlSafeStr, TypeInfo, ValueRef};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone)]
@@ -35,9 +35,7 @@ pub async fn extract(
         )));
     }
     let query = super::trimmed(query).to_string();
-    let mut conn = SqliteConnection::connect(&target.url)
-        .await
-        .map_err(|e| target.error("connecting", &e))?;
+    let mut conn = target.connect::<SqliteConnection>().await?;
     let columns = describe(target, &mut conn, &query).await?;
     let schema = super::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
     let (tx, rx) = mpsc::channel(2);
