@@ -231,3 +231,72 @@ fn sqlite_load_modes_and_a_failed_load() {
         assert_eq!(rows("guarded"), "7:kept:7", "{job}");
     }
 }
+
+/// numeric wider than 38 digits arrives as a 256-bit decimal and goes back
+/// into PostgreSQL with every digit, into a created table and an existing
+/// one.
+#[test]
+fn postgres_wide_numerics_load_exactly() {
+    let url = Db::Postgres.fresh();
+    let values = "(1, 12345678901234567890123456789012345678901234.56789), \
+                  (2, -0.00001), (3, NULL), (4, 0), \
+                  (5, -99999999999999999999999999999999999999999999.99999)";
+    Db::Postgres.sql(
+        &url,
+        &format!(
+            "CREATE TABLE src (id int PRIMARY KEY, v numeric(50,5));
+             INSERT INTO src VALUES {values};
+             CREATE TABLE dst_existing (id int, v numeric(60,10));"
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        format!("jobs = \"jobs\"\nstaging = \"file://./staging\"\n\n[connections.app]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    for (job, table) in [("created", "dst_created"), ("existing", "dst_existing")] {
+        std::fs::write(
+            dir.path().join(format!("jobs/{job}.toml")),
+            format!(
+                r#"[tasks.src]
+extract = "sql"
+connection = "app"
+query = "SELECT id, v FROM src"
+
+[tasks.dst]
+load = "sql"
+input = "src"
+connection = "app"
+table = "{table}"
+mode = "append"
+create = true
+"#
+            ),
+        )
+        .unwrap();
+        let out = run_job(dir.path(), job);
+        assert!(out.status.success(), "{job}: {}", stderr(&out));
+        // Compared as numbers, and the created column keeps (50,5).
+        let diff = Db::Postgres.sql(
+            &url,
+            &format!(
+                "SELECT count(*) FROM src FULL JOIN {table} d USING (id) \
+                 WHERE src.v IS DISTINCT FROM d.v"
+            ),
+        );
+        assert_eq!(diff.trim(), "0", "{job}");
+    }
+    let created = Db::Postgres.sql(
+        &url,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = 'dst_created'::regclass AND attname = 'v'",
+    );
+    assert_eq!(created.trim(), "numeric(50,5)");
+    let text = Db::Postgres.sql(&url, "SELECT v FROM dst_created WHERE id = 1");
+    assert_eq!(
+        text.trim(),
+        "12345678901234567890123456789012345678901234.56789"
+    );
+}

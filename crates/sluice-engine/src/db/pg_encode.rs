@@ -8,8 +8,9 @@
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, TimeUnit, TimestampMicrosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Decimal128Type, Decimal256Type, Float32Type, Float64Type, Int8Type,
+    Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
 };
 
 const PG_EPOCH_DAYS: i32 = 10_957;
@@ -147,6 +148,16 @@ pub fn encode(
             let v = array.as_primitive::<Decimal128Type>().value(row);
             numeric(out, v, *scale);
         }
+        (Target::Numeric, DataType::Decimal256(_, scale)) => {
+            let text = array
+                .as_primitive::<Decimal256Type>()
+                .value(row)
+                .to_string();
+            match text.strip_prefix('-') {
+                Some(digits) => numeric_digits(out, true, digits, *scale),
+                None => numeric_digits(out, false, &text, *scale),
+            }
+        }
         (Target::Numeric, _) if int.is_some() => numeric(out, int.expect("checked"), 0),
         (Target::Text | Target::Json, DataType::Utf8) => {
             field(out, array.as_string::<i32>().value(row).as_bytes())
@@ -214,41 +225,71 @@ fn numeric(out: &mut Vec<u8>, unscaled: i128, scale: i8) {
     let negative = unscaled < 0;
     let mut magnitude = unscaled.unsigned_abs();
     let dscale = scale.max(0) as u32;
-    // Shift so the decimal point sits on a base-10000 boundary: pad the
-    // fraction to a multiple of four digits (or scale up a negative scale).
-    let (pad, point_groups) = if scale >= 0 {
+    // Shift so the decimal point sits on a base-10000 boundary.
+    let (pad, point_groups) = point(scale);
+    // Digits of a u128 shifted left by up to 3 places fit in a u128 only
+    // below 10^35; larger values use the slower path through strings.
+    let Some(shifted) = 10u128
+        .checked_pow(pad)
+        .and_then(|p| magnitude.checked_mul(p))
+    else {
+        return numeric_digits(out, negative, &magnitude.to_string(), scale);
+    };
+    magnitude = shifted;
+    let mut groups: Vec<u16> = Vec::new();
+    while magnitude > 0 {
+        groups.push((magnitude % 10_000) as u16);
+        magnitude /= 10_000;
+    }
+    write_numeric(out, negative, &groups, point_groups, dscale);
+}
+
+/// The decimal point's place in base-10000 groups for `scale`: the zeros
+/// to append to the digits (the fraction padded to a multiple of four
+/// digits, or a negative scale applied), and the groups after the point.
+fn point(scale: i8) -> (u32, u32) {
+    let dscale = scale.max(0) as u32;
+    if scale >= 0 {
         let pad = (4 - dscale % 4) % 4;
         (pad, (dscale + pad) / 4)
     } else {
         ((-scale) as u32, 0)
-    };
-    // Digits of a u128 shifted left by up to 3 places fit in a u128 only
-    // below 10^35; larger values use the slower path through strings.
-    let mut groups: Vec<u16> = Vec::new();
-    if let Some(shifted) = 10u128
-        .checked_pow(pad)
-        .and_then(|p| magnitude.checked_mul(p))
-    {
-        magnitude = shifted;
-        while magnitude > 0 {
-            groups.push((magnitude % 10_000) as u16);
-            magnitude /= 10_000;
-        }
-    } else {
-        let mut digits = magnitude.to_string();
-        digits.extend(std::iter::repeat_n('0', pad as usize));
-        let bytes = digits.as_bytes();
-        let mut end = bytes.len();
-        while end > 0 {
-            let start = end.saturating_sub(4);
-            let g = std::str::from_utf8(&bytes[start..end])
-                .expect("digits")
-                .parse()
-                .expect("digits");
-            groups.push(g);
-            end = start;
-        }
     }
+}
+
+/// A numeric from the decimal digits of its unscaled magnitude (wider
+/// than an i128 holds once shifted, or a 256-bit decimal).
+fn numeric_digits(out: &mut Vec<u8>, negative: bool, digits: &str, scale: i8) {
+    let (pad, point_groups) = point(scale);
+    let mut digits = digits.to_string();
+    digits.extend(std::iter::repeat_n('0', pad as usize));
+    let bytes = digits.as_bytes();
+    let mut groups: Vec<u16> = Vec::new();
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(4);
+        let g = bytes[start..end]
+            .iter()
+            .fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'));
+        groups.push(g);
+        end = start;
+    }
+    // "0" shifted is all zero groups: none are kept.
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    write_numeric(out, negative, &groups, point_groups, scale.max(0) as u32);
+}
+
+/// Writes a numeric from its base-10000 groups, least significant first,
+/// `point_groups` of them after the decimal point.
+fn write_numeric(
+    out: &mut Vec<u8>,
+    negative: bool,
+    groups: &[u16],
+    point_groups: u32,
+    dscale: u32,
+) {
     // groups are least significant first; the point is `point_groups` in.
     let ndigits_all = groups.len() as i32;
     let weight = ndigits_all - 1 - point_groups as i32;
@@ -295,5 +336,31 @@ mod tests {
         let (_, weight, _, dscale, digits) = parts(big, 10);
         assert_eq!((weight, dscale), (6, 10));
         assert_eq!((digits.len(), digits[0], digits[9]), (10, 9999, 9900));
+    }
+
+    /// The digits path (256-bit decimals) writes what the i128 path does.
+    #[test]
+    fn digit_strings_encode_like_integers() {
+        for (v, scale) in [
+            (12_345_678i128, 3i8),
+            (-5, 2),
+            (1_000_000_000_000, 0),
+            (0, 2),
+            (-987_654_321, -2),
+            (i128::MAX / 7, 10),
+        ] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            numeric(&mut a, v, scale);
+            numeric_digits(&mut b, v < 0, &v.unsigned_abs().to_string(), scale);
+            assert_eq!(a, b, "{v} scale {scale}");
+        }
+        // Wider than an i128: 50 digits, scale 5.
+        let mut out = Vec::new();
+        numeric_digits(&mut out, true, &"12345".repeat(10), 5);
+        let b = &out[4..];
+        let u = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+        // 1234512345…12345.12345 = 1|2345|1234|…|1234|5000, weight 11.
+        assert_eq!((u(0), u(2) as i16, u(4), u(6)), (14, 11, 0x4000, 5));
+        assert_eq!((u(8), u(10), u(12), u(8 + 2 * 13)), (1, 2345, 1234, 5000));
     }
 }
