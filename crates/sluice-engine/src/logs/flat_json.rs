@@ -10,143 +10,16 @@
 //! stay the reference and a bad line is reported the same way either way.
 
 use super::lines::Line;
-use arrow::array::{
-    ArrayRef, AsArray, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int8Builder,
-    Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-    UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
-};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use super::typed::{Column, Value};
+use arrow::array::{ArrayRef, AsArray};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// What a column holds, for the kinds the fast path decodes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Str,
-    Int {
-        bits: u32,
-    },
-    UInt {
-        bits: u32,
-    },
-    F32,
-    F64,
-    Bool,
-    /// Microseconds since the epoch, UTC.
-    Ts,
-    Date,
-}
-
-impl Kind {
-    fn of(t: &DataType) -> Option<Kind> {
-        Some(match t {
-            DataType::Utf8 => Kind::Str,
-            DataType::Int8 => Kind::Int { bits: 8 },
-            DataType::Int16 => Kind::Int { bits: 16 },
-            DataType::Int32 => Kind::Int { bits: 32 },
-            DataType::Int64 => Kind::Int { bits: 64 },
-            DataType::UInt8 => Kind::UInt { bits: 8 },
-            DataType::UInt16 => Kind::UInt { bits: 16 },
-            DataType::UInt32 => Kind::UInt { bits: 32 },
-            DataType::UInt64 => Kind::UInt { bits: 64 },
-            DataType::Float32 => Kind::F32,
-            DataType::Float64 => Kind::F64,
-            DataType::Boolean => Kind::Bool,
-            DataType::Timestamp(TimeUnit::Microsecond, Some(tz))
-                if matches!(tz.as_ref(), "UTC" | "+00:00") =>
-            {
-                Kind::Ts
-            }
-            DataType::Date32 => Kind::Date,
-            _ => return None,
-        })
-    }
-}
-
-enum Builder {
-    Str(StringBuilder),
-    I8(Int8Builder),
-    I16(Int16Builder),
-    I32(Int32Builder),
-    I64(Int64Builder),
-    U8(UInt8Builder),
-    U16(UInt16Builder),
-    U32(UInt32Builder),
-    U64(UInt64Builder),
-    F32(Float32Builder),
-    F64(Float64Builder),
-    Bool(BooleanBuilder),
-    Ts(TimestampMicrosecondBuilder),
-    Date(Date32Builder),
-}
-
-impl Builder {
-    fn new(t: &DataType, rows: usize, bytes: usize) -> Builder {
-        match t {
-            DataType::Utf8 => Builder::Str(StringBuilder::with_capacity(rows, bytes)),
-            DataType::Int8 => Builder::I8(Int8Builder::with_capacity(rows)),
-            DataType::Int16 => Builder::I16(Int16Builder::with_capacity(rows)),
-            DataType::Int32 => Builder::I32(Int32Builder::with_capacity(rows)),
-            DataType::Int64 => Builder::I64(Int64Builder::with_capacity(rows)),
-            DataType::UInt8 => Builder::U8(UInt8Builder::with_capacity(rows)),
-            DataType::UInt16 => Builder::U16(UInt16Builder::with_capacity(rows)),
-            DataType::UInt32 => Builder::U32(UInt32Builder::with_capacity(rows)),
-            DataType::UInt64 => Builder::U64(UInt64Builder::with_capacity(rows)),
-            DataType::Float32 => Builder::F32(Float32Builder::with_capacity(rows)),
-            DataType::Float64 => Builder::F64(Float64Builder::with_capacity(rows)),
-            DataType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(rows)),
-            DataType::Timestamp(_, tz) => Builder::Ts(
-                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone_opt(tz.clone()),
-            ),
-            _ => Builder::Date(Date32Builder::with_capacity(rows)),
-        }
-    }
-
-    fn null(&mut self) {
-        match self {
-            Builder::Str(b) => b.append_null(),
-            Builder::I8(b) => b.append_null(),
-            Builder::I16(b) => b.append_null(),
-            Builder::I32(b) => b.append_null(),
-            Builder::I64(b) => b.append_null(),
-            Builder::U8(b) => b.append_null(),
-            Builder::U16(b) => b.append_null(),
-            Builder::U32(b) => b.append_null(),
-            Builder::U64(b) => b.append_null(),
-            Builder::F32(b) => b.append_null(),
-            Builder::F64(b) => b.append_null(),
-            Builder::Bool(b) => b.append_null(),
-            Builder::Ts(b) => b.append_null(),
-            Builder::Date(b) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::Str(b) => Arc::new(b.finish()),
-            Builder::I8(b) => Arc::new(b.finish()),
-            Builder::I16(b) => Arc::new(b.finish()),
-            Builder::I32(b) => Arc::new(b.finish()),
-            Builder::I64(b) => Arc::new(b.finish()),
-            Builder::U8(b) => Arc::new(b.finish()),
-            Builder::U16(b) => Arc::new(b.finish()),
-            Builder::U32(b) => Arc::new(b.finish()),
-            Builder::U64(b) => Arc::new(b.finish()),
-            Builder::F32(b) => Arc::new(b.finish()),
-            Builder::F64(b) => Arc::new(b.finish()),
-            Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Ts(b) => Arc::new(b.finish()),
-            Builder::Date(b) => Arc::new(b.finish()),
-        }
-    }
-}
 
 /// A decoder for one schema; shared by the threads that parse chunks.
 pub struct FlatJson {
     schema: SchemaRef,
     names: Vec<Box<[u8]>>,
-    kinds: Vec<Kind>,
     /// Bytes each string column took in the last chunk, so the next
     /// chunk's builders start at about the right size instead of growing
     /// (and copying) from empty.
@@ -157,21 +30,22 @@ impl FlatJson {
     /// A decoder for `schema`, or `None` when a column has a type the fast
     /// path does not decode (lists, structs, decimals, other timestamps).
     pub fn new(schema: SchemaRef) -> Option<FlatJson> {
-        let kinds = schema
-            .fields()
-            .iter()
-            .map(|f| Kind::of(f.data_type()))
-            .collect::<Option<Vec<_>>>()?;
+        for f in schema.fields() {
+            Column::for_arrow(f.data_type(), 0, 0)?;
+        }
         let names = schema
             .fields()
             .iter()
             .map(|f| f.name().as_bytes().into())
             .collect();
-        let sizes = kinds.iter().map(|_| AtomicUsize::new(0)).collect();
+        let sizes = schema
+            .fields()
+            .iter()
+            .map(|_| AtomicUsize::new(0))
+            .collect();
         Some(FlatJson {
             schema,
             names,
-            kinds,
             sizes,
         })
     }
@@ -181,14 +55,14 @@ impl FlatJson {
     pub fn decode(&self, text: &str, lines: &[&Line]) -> Option<RecordBatch> {
         let rows = lines.len();
         let fields = self.schema.fields();
-        let mut builders: Vec<Builder> = fields
+        let mut builders: Vec<Column> = fields
             .iter()
             .zip(&self.sizes)
             .map(|(f, size)| {
                 let hint = size.load(Ordering::Relaxed);
-                Builder::new(f.data_type(), rows, hint + hint / 8)
+                Column::for_arrow(f.data_type(), rows, hint + hint / 8)
             })
-            .collect();
+            .collect::<Option<_>>()?;
         // The row (plus one) that last set each column: a second key for
         // the same column in a row is a repeated key.
         let mut set_in = vec![0usize; fields.len()];
@@ -202,14 +76,14 @@ impl FlatJson {
             self.object(&mut p, &mut builders, &mut set_in, row + 1, &mut scratch)?;
             for (b, set) in builders.iter_mut().zip(&set_in) {
                 if *set != row + 1 {
-                    b.null();
+                    b.push(&Value::Null);
                 }
             }
         }
-        let columns: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
-        for ((c, size), kind) in columns.iter().zip(&self.sizes).zip(&self.kinds) {
-            if *kind == Kind::Str {
-                size.store(c.as_string::<i32>().values().len(), Ordering::Relaxed);
+        let columns: Vec<ArrayRef> = builders.iter_mut().map(Column::finish).collect();
+        for (c, size) in columns.iter().zip(&self.sizes) {
+            if let Some(text) = c.as_string_opt::<i32>() {
+                size.store(text.values().len(), Ordering::Relaxed);
             }
         }
         RecordBatch::try_new(self.schema.clone(), columns).ok()
@@ -219,7 +93,7 @@ impl FlatJson {
     fn object(
         &self,
         p: &mut Cursor<'_>,
-        builders: &mut [Builder],
+        builders: &mut [Column],
         set_in: &mut [usize],
         stamp: usize,
         scratch: &mut String,
@@ -244,7 +118,7 @@ impl FlatJson {
                         }
                         set_in[col] = stamp;
                         next = col + 1;
-                        value(p, self.kinds[col], &mut builders[col], scratch)?;
+                        value(p, &mut builders[col], scratch)?;
                     }
                     None => p.skip_scalar(scratch)?,
                 }
@@ -277,18 +151,18 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Decodes one value into its column's builder.
-fn value(p: &mut Cursor<'_>, kind: Kind, b: &mut Builder, scratch: &mut String) -> Option<()> {
+fn value(p: &mut Cursor<'_>, b: &mut Column, scratch: &mut String) -> Option<()> {
     match p.peek()? {
         b'n' => {
             p.literal("null")?;
-            b.null();
+            b.push(&Value::Null);
         }
         b'"' => {
             let s = p.string(scratch)?;
             match b {
-                Builder::Str(b) => b.append_value(s),
-                Builder::Ts(b) => b.append_value(timestamp_micros(s.as_bytes())?),
-                Builder::Date(b) => b.append_value(date_days(s.as_bytes())?),
+                Column::Str(b) => b.append_value(s),
+                Column::Ts(b) => b.append_value(timestamp_micros(s.as_bytes())?),
+                Column::Date(b) => b.append_value(date_days(s.as_bytes())?),
                 _ => return None,
             }
         }
@@ -296,49 +170,26 @@ fn value(p: &mut Cursor<'_>, kind: Kind, b: &mut Builder, scratch: &mut String) 
             let v = p.peek() == Some(b't');
             p.literal(if v { "true" } else { "false" })?;
             match b {
-                Builder::Bool(b) => b.append_value(v),
+                Column::Bool(b) => b.append_value(v),
                 _ => return None,
             }
         }
         b'-' | b'0'..=b'9' => {
             let (n, integral) = p.number()?;
-            match (kind, b) {
-                (Kind::Int { bits }, b) if integral => {
-                    let v: i64 = n.parse().ok()?;
-                    if bits < 64 && (v >> (bits - 1)) != 0 && (v >> (bits - 1)) != -1 {
-                        return None;
-                    }
-                    match b {
-                        Builder::I8(b) => b.append_value(v as i8),
-                        Builder::I16(b) => b.append_value(v as i16),
-                        Builder::I32(b) => b.append_value(v as i32),
-                        Builder::I64(b) => b.append_value(v),
-                        _ => return None,
-                    }
-                }
-                (Kind::UInt { bits }, b) if integral => {
-                    let v: u64 = n.parse().ok()?;
-                    if bits < 64 && v >> bits != 0 {
-                        return None;
-                    }
-                    match b {
-                        Builder::U8(b) => b.append_value(v as u8),
-                        Builder::U16(b) => b.append_value(v as u16),
-                        Builder::U32(b) => b.append_value(v as u32),
-                        Builder::U64(b) => b.append_value(v),
-                        _ => return None,
-                    }
-                }
-                (Kind::F64, Builder::F64(b)) => {
-                    let v: f64 = n.parse().ok()?;
-                    v.is_finite().then_some(())?;
-                    b.append_value(v);
-                }
-                (Kind::F32, Builder::F32(b)) => {
-                    let v: f32 = n.parse().ok()?;
-                    v.is_finite().then_some(())?;
-                    b.append_value(v);
-                }
+            // An integer column takes integers only, in its type's range
+            // (which parsing into that type checks).
+            match b {
+                Column::F64(b) => b.append_value(n.parse::<f64>().ok().filter(|v| v.is_finite())?),
+                Column::F32(b) => b.append_value(n.parse::<f32>().ok().filter(|v| v.is_finite())?),
+                _ if !integral => return None,
+                Column::I8(b) => b.append_value(n.parse().ok()?),
+                Column::I16(b) => b.append_value(n.parse().ok()?),
+                Column::I32(b) => b.append_value(n.parse().ok()?),
+                Column::I64(b) => b.append_value(n.parse().ok()?),
+                Column::U8(b) => b.append_value(n.parse().ok()?),
+                Column::U16(b) => b.append_value(n.parse().ok()?),
+                Column::U32(b) => b.append_value(n.parse().ok()?),
+                Column::U64(b) => b.append_value(n.parse().ok()?),
                 _ => return None,
             }
         }
@@ -626,7 +477,8 @@ fn timestamp_micros(s: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![

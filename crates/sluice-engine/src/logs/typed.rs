@@ -1,12 +1,15 @@
 //! Builds typed Arrow columns from text fields, for formats whose fields
 //! arrive as strings (regex). A row is converted whole before any column is
-//! appended to, so a bad field never leaves a row half-written.
+//! appended to, so a bad field never leaves a row half-written. The JSON
+//! fast path appends to the same columns directly (a chunk with a bad
+//! line is dropped whole there).
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int8Builder,
     Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
     UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
+use arrow::datatypes::DataType;
 use sluice_core::config::ColumnType;
 use std::sync::Arc;
 
@@ -139,6 +142,30 @@ impl Column {
                 Column::Ts(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"))
             }
         }
+    }
+
+    /// A column for an Arrow type that a declared column type gives, with
+    /// room for `rows` values and `bytes` of text; `None` for other types.
+    pub fn for_arrow(t: &DataType, rows: usize, bytes: usize) -> Option<Column> {
+        Some(match t {
+            DataType::Utf8 => Column::Str(StringBuilder::with_capacity(rows, bytes)),
+            DataType::Int8 => Column::I8(Int8Builder::with_capacity(rows)),
+            DataType::Int16 => Column::I16(Int16Builder::with_capacity(rows)),
+            DataType::Int32 => Column::I32(Int32Builder::with_capacity(rows)),
+            DataType::Int64 => Column::I64(Int64Builder::with_capacity(rows)),
+            DataType::UInt8 => Column::U8(UInt8Builder::with_capacity(rows)),
+            DataType::UInt16 => Column::U16(UInt16Builder::with_capacity(rows)),
+            DataType::UInt32 => Column::U32(UInt32Builder::with_capacity(rows)),
+            DataType::UInt64 => Column::U64(UInt64Builder::with_capacity(rows)),
+            DataType::Float32 => Column::F32(Float32Builder::with_capacity(rows)),
+            DataType::Float64 => Column::F64(Float64Builder::with_capacity(rows)),
+            DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Date32 => Column::Date(Date32Builder::with_capacity(rows)),
+            t if *t == crate::schema::timestamp_type() => {
+                Column::Ts(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"))
+            }
+            _ => return None,
+        })
     }
 
     /// Appends a value converted for this column's type.
