@@ -186,18 +186,38 @@ t = ds.dataset(sys.argv[1], format="parquet").to_table()
 ids = [i for i in t.column("id").to_pylist() if i is not None]
 print(t.num_rows, len(ids), len(set(ids)), t.column("id").null_count)
 "#;
-    for (on, partitions) in [("id", 4), ("at", 3), ("id", 1)] {
+    // A read of one table row for row is split by its blocks (ctid
+    // ranges); a query with a function call in its select list by the key.
+    let plain = "SELECT id, at, v FROM events";
+    let computed = "SELECT id, at, round(v::numeric, 2)::float8 AS v FROM events";
+    let wrapped = "SELECT * FROM (SELECT id, at, v FROM events WHERE v >= 0) AS q";
+    for (query, on, partitions, by_blocks) in [
+        (plain, "id", 4, true),
+        (plain, "at", 3, true),
+        (plain, "id", 1, false),
+        (computed, "id", 4, false),
+        (computed, "at", 2, false),
+        (wrapped, "id", 2, true),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         write_job(
             dir.path(),
             &url,
-            "SELECT id, at, v FROM events",
+            query,
             &format!("partition_on = \"{on}\"\npartitions = {partitions}\nbatch_size = 1000"),
         );
-        let out = run(sluice(dir.path()).args(["run", "extract_job", "--date", "2026-11-20"]));
-        assert!(out.status.success(), "{on}: {}", stderr(&out));
+        let out = run(sluice(dir.path())
+            .env("SLUICE_LOG", "sluice_engine=debug")
+            .args(["run", "extract_job", "--date", "2026-11-20"]));
+        assert!(out.status.success(), "{query} on {on}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).contains("reading in block ranges"),
+            by_blocks,
+            "{query} on {on}: {}",
+            stderr(&out)
+        );
         let counts = python_script(check, &[dir.path().join("out").to_str().unwrap()]);
-        assert_eq!(counts.trim(), "20000 19980 19980 20", "partition_on = {on}");
+        assert_eq!(counts.trim(), "20000 19980 19980 20", "{query} on {on}");
     }
 }
 

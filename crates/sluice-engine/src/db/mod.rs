@@ -6,6 +6,7 @@ mod incremental;
 mod load;
 mod mysql;
 mod pg_binary;
+mod pg_blocks;
 mod pg_encode;
 mod poke;
 mod postgres;

@@ -9,6 +9,7 @@
 //! query would have returned even while the table is being written.
 
 use super::pg_binary::{self, Column, PgType, Tuple};
+use super::pg_blocks::{self, BlockSplit};
 use super::{DbTarget, KeyKind, batch_stream, split_ranges};
 use crate::error::Result;
 use arrow::datatypes::SchemaRef;
@@ -54,25 +55,37 @@ pub async fn extract(
         });
     } else {
         let on = spec.partition_on.as_deref().unwrap_or_default();
-        let ranges =
-            partition_ranges(target, &mut conn, query, &columns, on, spec.partitions).await?;
+        let kind = key_kind(&columns, on)?;
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| target.error("starting a transaction", &e))?;
+        let parts = match block_ranges(target, &mut conn, query, spec.partitions).await? {
+            Some(parts) => parts,
+            None => partition_ranges(target, &mut conn, query, kind, on, spec.partitions)
+                .await?
+                .into_iter()
+                .map(|conditions| {
+                    conditions
+                        .iter()
+                        .map(|c| format!("SELECT * FROM ({query}) AS sluice_q WHERE {c}"))
+                        .collect()
+                })
+                .collect(),
+        };
         let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
             .fetch_one(&mut conn)
             .await
             .map_err(|e| target.error("exporting a snapshot", &e))?;
         let mut workers = Vec::new();
-        let batch_size = super::reader_batch_size(spec.batch_size, ranges.len());
-        for conditions in ranges {
+        let batch_size = super::reader_batch_size(spec.batch_size, parts.len());
+        for queries in parts {
             let reader = Reader {
                 target: target.clone(),
                 schema: schema.clone(),
                 columns: columns.clone(),
                 batch_size,
             };
-            let statements: Vec<String> = conditions
-                .iter()
-                .map(|c| copy_statement(&format!("SELECT * FROM ({query}) AS sluice_q WHERE {c}")))
-                .collect();
+            let statements: Vec<String> = queries.iter().map(|q| copy_statement(q)).collect();
             let snapshot = snapshot.clone();
             let tx = tx.clone();
             workers.push(tokio::spawn(async move {
@@ -293,28 +306,68 @@ async fn resolve(
     }
 }
 
+/// How the values of partition column `on` are measured; an error if the
+/// query has no such column or its type cannot be split.
+fn key_kind(columns: &[Described], on: &str) -> Result<KeyKind> {
+    let col = super::partition_column(columns.iter().map(|c| c.name.as_str()), on)
+        .map(|i| &columns[i])?;
+    match col.ty {
+        PgType::Int2 | PgType::Int4 | PgType::Int8 => Ok(KeyKind::Int),
+        PgType::Date => Ok(KeyKind::Date),
+        PgType::Timestamp => Ok(KeyKind::Timestamp { utc: false }),
+        PgType::Timestamptz => Ok(KeyKind::Timestamp { utc: true }),
+        _ => Err(super::unsplittable(on, &col.ty.arrow_type())),
+    }
+}
+
+/// The queries that read a row-for-row query of one table (see
+/// [`BlockSplit`]) in `n` block ranges, one list per part; `None` when the
+/// query is not such a read, the relation is not a plain table or
+/// materialized view, or the server is older than PostgreSQL 14, which
+/// has no TID range scan.
+async fn block_ranges(
+    target: &DbTarget,
+    conn: &mut PgConnection,
+    query: &str,
+    n: usize,
+) -> Result<Option<Vec<Vec<String>>>> {
+    let Some(split) = BlockSplit::of(query) else {
+        return Ok(None);
+    };
+    if conn.server_version_num().is_none_or(|v| v < 140_000) {
+        return Ok(None);
+    }
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT c.relkind::text, pg_relation_size(c.oid) / current_setting('block_size')::int8 \
+         FROM pg_class c WHERE c.oid = to_regclass($1)",
+    )
+    .bind(&split.table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| target.error("measuring the table", &e))?;
+    match row {
+        Some((kind, blocks)) if matches!(kind.as_str(), "r" | "m") => {
+            let parts: Vec<Vec<String>> = pg_blocks::ranges(blocks.max(0) as u64, n)
+                .into_iter()
+                .map(|(from, to)| vec![split.with_range(from, to)])
+                .collect();
+            tracing::debug!(table = %split.table, blocks, parts = parts.len(), "reading in block ranges");
+            Ok(Some(parts))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The WHERE conditions that split the query into `n` ranges of column
 /// `on`. Runs in the snapshot the ranges are then read in.
 async fn partition_ranges(
     target: &DbTarget,
     conn: &mut PgConnection,
     query: &str,
-    columns: &[Described],
+    kind: KeyKind,
     on: &str,
     n: usize,
 ) -> Result<Vec<Vec<String>>> {
-    let col = super::partition_column(columns.iter().map(|c| c.name.as_str()), on)
-        .map(|i| &columns[i])?;
-    let kind = match col.ty {
-        PgType::Int2 | PgType::Int4 | PgType::Int8 => KeyKind::Int,
-        PgType::Date => KeyKind::Date,
-        PgType::Timestamp => KeyKind::Timestamp { utc: false },
-        PgType::Timestamptz => KeyKind::Timestamp { utc: true },
-        _ => return Err(super::unsplittable(on, &col.ty.arrow_type())),
-    };
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(|e| target.error("starting a transaction", &e))?;
     let quoted = format!("\"{}\"", on.replace('"', "\"\""));
     let measure = match kind {
         KeyKind::Int => format!("{quoted}::int8"),
