@@ -178,7 +178,8 @@ fn partitions_read_every_row_once_from_one_snapshot() {
          INSERT INTO events
            SELECT CASE WHEN g % 1000 = 0 THEN NULL ELSE g END,
                   timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute', g / 7.0
-           FROM generate_series(1, 20000) g;",
+           FROM generate_series(1, 20000) g;
+         CREATE VIEW events_view AS SELECT * FROM events;",
     );
     let check = r#"
 import sys, pyarrow.dataset as ds
@@ -187,10 +188,13 @@ ids = [i for i in t.column("id").to_pylist() if i is not None]
 print(t.num_rows, len(ids), len(set(ids)), t.column("id").null_count)
 "#;
     // A read of one table row for row is split by its blocks (ctid
-    // ranges); a query with a function call in its select list by the key.
+    // ranges); a query with a function call in its select list, or of a
+    // view, by the key.
     let plain = "SELECT id, at, v FROM events";
     let computed = "SELECT id, at, round(v::numeric, 2)::float8 AS v FROM events";
     let wrapped = "SELECT * FROM (SELECT id, at, v FROM events WHERE v >= 0) AS q";
+    // A view has no ctid.
+    let view = "SELECT id, at, v FROM events_view";
     for (query, on, partitions, by_blocks) in [
         (plain, "id", 4, true),
         (plain, "at", 3, true),
@@ -198,6 +202,7 @@ print(t.num_rows, len(ids), len(set(ids)), t.column("id").null_count)
         (computed, "id", 4, false),
         (computed, "at", 2, false),
         (wrapped, "id", 2, true),
+        (view, "at", 2, false),
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_job(

@@ -56,10 +56,13 @@ pub async fn extract(
     } else {
         let on = spec.partition_on.as_deref().unwrap_or_default();
         let kind = key_kind(&columns, on)?;
+        // Before the transaction: a rewritten query the server rejects must
+        // not abort it. The table's size is not transactional anyway.
+        let blocks = block_ranges(target, &mut conn, query, spec.partitions).await?;
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(|e| target.error("starting a transaction", &e))?;
-        let parts = match block_ranges(target, &mut conn, query, spec.partitions).await? {
+        let parts = match blocks {
             Some(parts) => parts,
             None => partition_ranges(target, &mut conn, query, kind, on, spec.partitions)
                 .await?
@@ -324,7 +327,9 @@ fn key_kind(columns: &[Described], on: &str) -> Result<KeyKind> {
 /// [`BlockSplit`]) in `n` block ranges, one list per part; `None` when the
 /// query is not such a read, the relation is not a plain table or
 /// materialized view, or the server is older than PostgreSQL 14, which
-/// has no TID range scan.
+/// has no TID range scan. The rewritten query is prepared first and must
+/// give the same columns as the user's, so SQL the parser reads or prints
+/// differently from PostgreSQL falls back to the key instead of failing.
 async fn block_ranges(
     target: &DbTarget,
     conn: &mut PgConnection,
@@ -336,6 +341,20 @@ async fn block_ranges(
     };
     if conn.server_version_num().is_none_or(|v| v < 140_000) {
         return Ok(None);
+    }
+    let wanted = statement_columns(conn, query)
+        .await
+        .map_err(|e| target.error("describing the query", &e))?;
+    match statement_columns(conn, &split.with_range(Some(0), None)).await {
+        Ok(got) if got == wanted => {}
+        Ok(_) => {
+            tracing::debug!("the query split by blocks has other columns; splitting by key");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "the query split by blocks failed to prepare; splitting by key");
+            return Ok(None);
+        }
     }
     let row: Option<(String, i64)> = sqlx::query_as(
         "SELECT c.relkind::text, pg_relation_size(c.oid) / current_setting('block_size')::int8 \
