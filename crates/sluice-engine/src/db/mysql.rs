@@ -205,15 +205,19 @@ async fn partition_ranges(
         _ => return Err(super::unsplittable(on, &col.ty.arrow_type())),
     };
     let quoted = format!("`{}`", on.replace('`', "``"));
-    let measure = match kind {
-        KeyKind::Int => format!("CAST({quoted} AS SIGNED)"),
-        KeyKind::Date => format!("DATEDIFF({quoted}, '1970-01-01')"),
-        KeyKind::Timestamp { .. } => {
-            format!("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {quoted})")
-        }
+    // The extremes of the column itself, measured afterwards: an index on
+    // the key answers `MIN(key)` at once, but not `MIN(CAST(key ...))`.
+    let measure = |extreme: &str| match kind {
+        KeyKind::Int => format!("CAST({extreme}({quoted}) AS SIGNED)"),
+        KeyKind::Date => format!("CAST(DATEDIFF({extreme}({quoted}), '1970-01-01') AS SIGNED)"),
+        KeyKind::Timestamp { .. } => format!(
+            "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {extreme}({quoted})) AS SIGNED)"
+        ),
     };
     let row: MySqlRow = sqlx::query(AssertSqlSafe(format!(
-        "SELECT CAST(MIN({measure}) AS SIGNED), CAST(MAX({measure}) AS SIGNED) FROM ({query}) AS sluice_q"
+        "SELECT {}, {} FROM ({query}) AS sluice_q",
+        measure("MIN"),
+        measure("MAX")
     )))
     .fetch_one(&mut *conn)
     .await

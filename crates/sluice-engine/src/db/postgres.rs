@@ -388,13 +388,19 @@ async fn partition_ranges(
     n: usize,
 ) -> Result<Vec<Vec<String>>> {
     let quoted = format!("\"{}\"", on.replace('"', "\"\""));
-    let measure = match kind {
-        KeyKind::Int => format!("{quoted}::int8"),
-        KeyKind::Date => format!("({quoted} - date '1970-01-01')::int8"),
-        KeyKind::Timestamp { .. } => format!("(extract(epoch from {quoted}) * 1000000)::int8"),
+    // The extremes of the column itself, measured afterwards: an index on
+    // the key answers `min(key)` at once, but not `min(key::int8)`.
+    let measure = |extreme: &str| match kind {
+        KeyKind::Int => format!("{extreme}({quoted})::int8"),
+        KeyKind::Date => format!("({extreme}({quoted}) - date '1970-01-01')::int8"),
+        KeyKind::Timestamp { .. } => {
+            format!("(extract(epoch from {extreme}({quoted})) * 1000000)::int8")
+        }
     };
     let bounds: (Option<i64>, Option<i64>) = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT min({measure}), max({measure}) FROM ({query}) AS sluice_q"
+        "SELECT {}, {} FROM ({query}) AS sluice_q",
+        measure("min"),
+        measure("max")
     )))
     .fetch_one(&mut *conn)
     .await
