@@ -54,27 +54,7 @@ pub async fn extract(
             }
         });
     } else {
-        let on = spec.partition_on.as_deref().unwrap_or_default();
-        let kind = key_kind(&columns, on)?;
-        // Before the transaction: a rewritten query the server rejects must
-        // not abort it. The table's size is not transactional anyway.
-        let blocks = block_ranges(target, &mut conn, query, spec.partitions).await?;
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|e| target.error("starting a transaction", &e))?;
-        let parts = match blocks {
-            Some(parts) => parts,
-            None => partition_ranges(target, &mut conn, query, kind, on, spec.partitions)
-                .await?
-                .into_iter()
-                .map(|conditions| {
-                    conditions
-                        .iter()
-                        .map(|c| format!("SELECT * FROM ({query}) AS sluice_q WHERE {c}"))
-                        .collect()
-                })
-                .collect(),
-        };
+        let parts = part_queries(target, &mut conn, query, &columns, spec).await?;
         let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
             .fetch_one(&mut conn)
             .await
@@ -117,6 +97,39 @@ pub async fn extract(
     }
     drop(tx);
     Ok(batch_stream(schema, rx))
+}
+
+/// The queries each connection of a partitioned read runs, by block range
+/// or else by key range. Leaves `conn` in the repeatable-read transaction
+/// whose snapshot the parts then share.
+async fn part_queries(
+    target: &DbTarget,
+    conn: &mut PgConnection,
+    query: &str,
+    columns: &[Described],
+    spec: &SqlExtract,
+) -> Result<Vec<Vec<String>>> {
+    let on = spec.partition_on.as_deref().unwrap_or_default();
+    let kind = key_kind(columns, on)?;
+    // Before the transaction: a rewritten query the server rejects must
+    // not abort it. The table's size is not transactional anyway.
+    let blocks = block_ranges(target, conn, query, spec.partitions).await?;
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| target.error("starting a transaction", &e))?;
+    if let Some(parts) = blocks {
+        return Ok(parts);
+    }
+    let ranges = partition_ranges(target, conn, query, kind, on, spec.partitions).await?;
+    Ok(ranges
+        .into_iter()
+        .map(|conditions| {
+            conditions
+                .iter()
+                .map(|c| format!("SELECT * FROM ({query}) AS sluice_q WHERE {c}"))
+                .collect()
+        })
+        .collect())
 }
 
 fn copy_statement(query: &str) -> String {
