@@ -224,6 +224,20 @@ mod tests {
         );
     }
 
+    /// PostgreSQL's own syntax in a filter comes back as PostgreSQL reads
+    /// it: literals keep their quoting, operators their order.
+    #[test]
+    fn postgres_syntax_survives_the_rewrite() {
+        let filter = "a ~ 'x\\d' AND b @> ARRAY[1, 2] AND c::DATE > '2024-01-01' \
+                      AND d IS DISTINCT FROM e AND f ILIKE 'x%' AND g = 'it''s' \
+                      AND h = E'\\n' AND (i = 1 OR j = 2) AND k = $$q$$ AND l ->> 'm' = 'n'";
+        let split = BlockSplit::of(&format!("SELECT * FROM t WHERE {filter}")).unwrap();
+        assert_eq!(
+            split.with_range(Some(1), None),
+            format!("SELECT * FROM t WHERE ({filter}) AND t.ctid >= '(1,0)'::tid")
+        );
+    }
+
     #[test]
     fn anything_else_is_split_by_key() {
         for sql in [
