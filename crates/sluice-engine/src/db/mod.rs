@@ -320,6 +320,20 @@ fn split_ranges(
         .collect()
 }
 
+/// The queries each reader runs: `query` filtered by each condition of its
+/// range (from [`split_ranges`]).
+fn range_queries(query: &str, ranges: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    ranges
+        .into_iter()
+        .map(|conditions| {
+            conditions
+                .iter()
+                .map(|c| format!("SELECT * FROM ({query}) AS sluice_q WHERE {c}"))
+                .collect()
+        })
+        .collect()
+}
+
 /// Turns the batches readers send into a DataFusion stream. When the
 /// stream is dropped the readers' sends fail and they stop.
 fn batch_stream(

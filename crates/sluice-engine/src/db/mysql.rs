@@ -36,16 +36,9 @@ pub async fn extract(
         vec![vec![query.to_string()]]
     } else {
         let on = spec.partition_on.as_deref().unwrap_or_default();
-        partition_ranges(target, &mut conn, query, &columns, on, spec.partitions)
-            .await?
-            .into_iter()
-            .map(|conditions| {
-                conditions
-                    .iter()
-                    .map(|c| format!("SELECT * FROM ({query}) AS sluice_q WHERE {c}"))
-                    .collect()
-            })
-            .collect()
+        let ranges =
+            partition_ranges(target, &mut conn, query, &columns, on, spec.partitions).await?;
+        super::range_queries(query, ranges)
     };
     let (tx, rx) = mpsc::channel(2);
     let mut first = Some(conn);

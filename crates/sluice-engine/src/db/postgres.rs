@@ -121,15 +121,7 @@ async fn part_queries(
         return Ok(parts);
     }
     let ranges = partition_ranges(target, conn, query, kind, on, spec.partitions).await?;
-    Ok(ranges
-        .into_iter()
-        .map(|conditions| {
-            conditions
-                .iter()
-                .map(|c| format!("SELECT * FROM ({query}) AS sluice_q WHERE {c}"))
-                .collect()
-        })
-        .collect())
+    Ok(super::range_queries(query, ranges))
 }
 
 fn copy_statement(query: &str) -> String {
