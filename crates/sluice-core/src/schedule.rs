@@ -9,7 +9,12 @@ use std::str::FromStr;
 pub struct Schedule {
     /// What the user wrote, for messages.
     pub expr: String,
-    cron: cron::Schedule,
+    /// The ticks are those of any of these. Cron matches a day when its
+    /// day-of-month OR its day-of-week field matches, if both are
+    /// restricted (`0 0 1,15 * MON`: the 1st, the 15th and every Monday);
+    /// the `cron` crate ANDs them, so such an expression is kept as two
+    /// schedules, one per field, and their ticks merged.
+    crons: Vec<cron::Schedule>,
     /// The hour field is `*`: ticks are so many minutes past every hour,
     /// evaluated at the UTC offset in force, so that a DST change neither
     /// skips nor doubles an hour (as Airflow does for such schedules).
@@ -56,40 +61,71 @@ impl Schedule {
                 )
             }
         };
-        let cron = cron::Schedule::from_str(&six)
+        let fields: Vec<&str> = six.split_whitespace().collect();
+        let unrestricted = |f: &str| f == "*" || f == "?";
+        let variants = if !unrestricted(fields[3]) && !unrestricted(fields[5]) {
+            let with = |dom: &str, dow: &str| {
+                format!(
+                    "{} {} {} {dom} {} {dow}",
+                    fields[0], fields[1], fields[2], fields[4]
+                )
+            };
+            vec![with(fields[3], "*"), with("*", fields[5])]
+        } else {
+            vec![six.clone()]
+        };
+        let crons = variants
+            .iter()
+            .map(|v| cron::Schedule::from_str(v))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("invalid cron expression \"{expr}\": {e}"))?;
-        let every_hour = six.split_whitespace().nth(2) == Some("*");
+        let every_hour = fields[2] == "*";
         Ok(Schedule {
             expr: expr.to_string(),
-            cron,
+            crons,
             every_hour,
         })
     }
 
     /// The first tick strictly after `after`.
     pub fn next_after<Tz: TimeZone>(&self, after: &DateTime<Tz>) -> Option<DateTime<Tz>> {
-        if self.every_hour {
-            let fixed = after.with_timezone(&after.offset().fix());
-            let next = self.cron.after(&fixed).next()?;
-            return Some(next.with_timezone(&after.timezone()));
-        }
-        self.cron.after(after).next()
+        self.crons
+            .iter()
+            .filter_map(|cron| {
+                if self.every_hour {
+                    let fixed = after.with_timezone(&after.offset().fix());
+                    let next = cron.after(&fixed).next()?;
+                    return Some(next.with_timezone(&after.timezone()));
+                }
+                cron.after(after).next()
+            })
+            .min()
     }
 
     /// The last tick strictly before `before`.
     pub fn prev_before<Tz: TimeZone>(&self, before: &DateTime<Tz>) -> Option<DateTime<Tz>> {
-        if self.every_hour {
-            let fixed = before.with_timezone(&before.offset().fix());
-            let prev = self.cron.after(&fixed).next_back()?;
-            return Some(prev.with_timezone(&before.timezone()));
-        }
-        self.cron.after(before).next_back()
+        self.crons
+            .iter()
+            .filter_map(|cron| {
+                if self.every_hour {
+                    let fixed = before.with_timezone(&before.offset().fix());
+                    let prev = cron.after(&fixed).next_back()?;
+                    return Some(prev.with_timezone(&before.timezone()));
+                }
+                cron.after(before).next_back()
+            })
+            .max()
     }
 
     /// The first tick at or after `at`.
     pub fn at_or_after<Tz: TimeZone>(&self, at: &DateTime<Tz>) -> Option<DateTime<Tz>> {
-        let just_before = at.clone() - chrono::Duration::nanoseconds(1);
-        self.next_after(&just_before)
+        match at
+            .clone()
+            .checked_sub_signed(chrono::Duration::nanoseconds(1))
+        {
+            Some(just_before) => self.next_after(&just_before),
+            None => None,
+        }
     }
 }
 
@@ -157,14 +193,19 @@ impl<Tz: TimeZone> Plan<'_, Tz> {
 
     /// The latest complete interval that starts at or after `first`.
     fn latest(&self, first: &DateTime<Tz>, now: &DateTime<Tz>) -> Option<Interval<Tz>> {
-        let after_now = now.clone() + chrono::Duration::nanoseconds(1);
+        let after_now = now
+            .clone()
+            .checked_add_signed(chrono::Duration::nanoseconds(1))?;
         let mut end = self.schedule.prev_before(&after_now)?;
         let mut start = self.schedule.prev_before(&end)?;
-        while let Some(limit) = &self.end
+        if let Some(limit) = &self.end
             && start >= *limit
         {
-            end = start;
-            start = self.schedule.prev_before(&end)?;
+            // The last interval that starts before `end`, found at once:
+            // walking back tick by tick from now took minutes for a
+            // per-second schedule that ended long ago.
+            start = self.schedule.prev_before(limit)?;
+            end = self.schedule.next_after(&start)?;
         }
         (start >= *first).then_some(Interval { start, end })
     }
@@ -246,6 +287,116 @@ mod tests {
         assert!(Schedule::parse("*/15 * * * *").is_ok());
     }
 
+    #[test]
+    fn day_of_month_or_day_of_week_as_every_cron_does() {
+        // The 1st, the 15th, and every Monday of December 2026.
+        let s = Schedule::parse("0 0 1,15 * MON").unwrap();
+        let mut t = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
+        let mut days = Vec::new();
+        while let Some(n) = s.next_after(&t).filter(|n| n.month() == 12) {
+            days.push(n.day());
+            t = n;
+        }
+        assert_eq!(days, [1, 7, 14, 15, 21, 28]);
+        // Backwards too, from the 15th: the Monday before it, then the 1st.
+        let from = Utc.with_ymd_and_hms(2026, 12, 14, 12, 0, 0).unwrap();
+        let prev = s.prev_before(&from).unwrap();
+        assert_eq!(prev.day(), 14);
+        assert_eq!(s.prev_before(&prev).unwrap().day(), 7);
+        // One of them unrestricted: the other alone decides.
+        let mondays = Schedule::parse("0 0 * * MON").unwrap();
+        assert_eq!(
+            mondays.next_after(&t).unwrap().weekday(),
+            chrono::Weekday::Mon
+        );
+        let firsts = Schedule::parse("0 0 1 * *").unwrap();
+        assert_eq!(firsts.next_after(&t).unwrap().day(), 1);
+        // With seconds, the same rule.
+        let six = Schedule::parse("30 0 0 13 * FRI").unwrap();
+        let from = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let n = six.next_after(&from).unwrap();
+        assert_eq!((n.day(), n.second()), (4, 30), "Friday the 4th comes first");
+    }
+
+    /// Every tick of `s` from `from` to `to`, as local and UTC times.
+    fn ticks<Tz: TimeZone>(
+        s: &Schedule,
+        from: DateTime<Tz>,
+        to: DateTime<Tz>,
+    ) -> Vec<DateTime<Tz>> {
+        let mut out = Vec::new();
+        let mut t = from;
+        while let Some(n) = s.next_after(&t).filter(|n| *n < to) {
+            out.push(n.clone());
+            t = n;
+        }
+        out
+    }
+
+    #[test]
+    fn every_two_hours_across_both_dst_changes() {
+        let s = Schedule::parse("0 */2 * * *").unwrap();
+        // (zone, spring day, autumn day); both change at 02:00 or 03:00 local.
+        for (zone, spring, autumn) in [
+            ("Europe/Berlin", (2026, 3, 29), (2026, 10, 25)),
+            ("America/New_York", (2026, 3, 8), (2026, 11, 1)),
+        ] {
+            let tz: chrono_tz::Tz = zone.parse().unwrap();
+            for (day, hours_in_day) in [(spring, 23), (autumn, 25)] {
+                let start = tz.with_ymd_and_hms(day.0, day.1, day.2, 0, 0, 0).unwrap()
+                    - chrono::Duration::seconds(1);
+                let end = tz
+                    .with_ymd_and_hms(day.0, day.1, day.2 + 1, 0, 0, 0)
+                    .unwrap();
+                let got = ticks(&s, start, end);
+                let local: Vec<u32> = got.iter().map(|t| t.hour()).collect();
+                // Each even local hour that exists ticks once: 02:00 does
+                // not exist in spring in New York (nor in Berlin), and the
+                // repeated 01:00/02:00 of autumn tick once.
+                let expected: Vec<u32> = (0..24)
+                    .step_by(2)
+                    .filter(|h| {
+                        let naive = chrono::NaiveDate::from_ymd_opt(day.0, day.1, day.2)
+                            .unwrap()
+                            .and_hms_opt(*h, 0, 0)
+                            .unwrap();
+                        tz.from_local_datetime(&naive).earliest().is_some()
+                    })
+                    .collect();
+                assert_eq!(local, expected, "{zone} {day:?}: {got:?}");
+                // Strictly increasing instants, none twice.
+                for w in got.windows(2) {
+                    assert!(w[0] < w[1], "{zone} {day:?}: {got:?}");
+                }
+                assert_eq!(
+                    (end - (start + chrono::Duration::seconds(1))).num_hours(),
+                    hours_in_day
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hourly_on_the_day_clocks_go_back_ticks_every_real_hour() {
+        for (zone, day) in [
+            ("Europe/Berlin", (2026, 10, 25)),
+            ("America/New_York", (2026, 11, 1)),
+        ] {
+            let tz: chrono_tz::Tz = zone.parse().unwrap();
+            let s = Schedule::parse("@hourly").unwrap();
+            let start = tz.with_ymd_and_hms(day.0, day.1, day.2, 0, 0, 0).unwrap();
+            let end = tz
+                .with_ymd_and_hms(day.0, day.1, day.2 + 1, 0, 0, 0)
+                .unwrap();
+            let due = plan(&s, start, true).due(None, &end, 100);
+            assert_eq!(due.len(), 25, "{zone}: {due:?}");
+            for w in due.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert_eq!((w[0].end - w[0].start).num_minutes(), 60, "{zone}: {w:?}");
+            }
+        }
+    }
+
     fn plan<'a, Tz: TimeZone>(s: &'a Schedule, start: DateTime<Tz>, catchup: bool) -> Plan<'a, Tz> {
         Plan {
             schedule: s,
@@ -325,6 +476,36 @@ mod tests {
         // A start in the future makes nothing.
         let future = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
         assert!(plan(&s, future, false).due(None, &now, 100).is_empty());
+    }
+
+    #[test]
+    fn without_catchup_an_ended_schedule_gives_its_last_interval_at_once() {
+        let s = Schedule::parse("*/2 * * * * *").unwrap();
+        let start = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
+        let end = Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 1).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 6, 1, 12, 40, 0).unwrap();
+        let p = Plan {
+            schedule: &s,
+            start,
+            end: Some(end),
+            catchup: false,
+        };
+        let t0 = std::time::Instant::now();
+        let due = p.due(None, &now, 100);
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            due[0].start,
+            Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            due[0].end,
+            Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 2).unwrap()
+        );
     }
 
     #[test]

@@ -2,52 +2,31 @@
 
 use std::time::Duration;
 
-/// Parses a duration such as `500ms`, `30s`, `5m`, `1h30m`, `2d` or `1w`.
-/// A bare number is seconds.
+/// The longest duration any key takes. Durations meet dates (a retry's
+/// next try, an SLA's deadline), and a bound keeps every such sum far
+/// inside what dates and timers can hold, whatever a job file says.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 86_400);
+
+/// Parses a duration such as `500ms`, `30s`, `5m`, `1h30m`, `2d`, `1w` or
+/// `1h 30m` (humantime's forms). A bare number is seconds. At most
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration; expected e.g. \"30s\", \"5m\", \"1h\"".into());
     }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let parsed = match s.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s).map_err(|e| {
+            format!("invalid duration \"{text}\" ({e}); expected e.g. \"30s\", \"5m\", \"1h30m\"")
+        }),
+    }?;
+    if parsed > MAX_DURATION {
+        return Err(format!(
+            "duration \"{text}\" is too long; at most 10 years (\"3660d\")"
+        ));
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration \"{text}\"; expected e.g. \"30s\", \"5m\", \"1h30m\""
-            ));
-        }
-        let number: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid number in duration \"{text}\""))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let seconds = match unit.trim() {
-            "ms" => 0.001,
-            "s" | "sec" | "secs" => 1.0,
-            "m" | "min" | "mins" => 60.0,
-            "h" | "hr" | "hour" | "hours" => 3600.0,
-            "d" | "day" | "days" => 86_400.0,
-            "w" | "week" | "weeks" => 604_800.0,
-            other => {
-                return Err(format!(
-                    "unknown unit \"{other}\" in duration \"{text}\"; expected one of ms, s, m, h, d, w"
-                ));
-            }
-        };
-        total += Duration::from_secs_f64(number * seconds);
-    }
-    Ok(total)
+    Ok(parsed)
 }
 
 /// Parses a size such as `2GiB`, `512MB`, `64k` or a bare number of bytes.
@@ -91,13 +70,35 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1w").unwrap(), Duration::from_secs(604_800));
+        let e = parse_duration("5 parsecs").unwrap_err();
         assert!(
-            parse_duration("5 parsecs")
-                .unwrap_err()
-                .contains("unknown unit")
+            e.contains("invalid duration \"5 parsecs\"") && e.contains("parsecs"),
+            "{e}"
         );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        for text in [
+            "99999999999999999999s",
+            "9999999999d",
+            "18446744073709551615",
+            "11y",
+            "3661d",
+            "99999999999999999999999999999999999999h",
+        ] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(
+                e.contains("too long") || e.contains("invalid duration"),
+                "{text}: {e}"
+            );
+        }
+        assert_eq!(parse_duration("3660d").unwrap(), MAX_DURATION);
     }
 
     #[test]

@@ -76,8 +76,9 @@ impl Job {
         let day_start = midnight(date);
         let day_end = midnight(date.succ_opt().unwrap_or(date));
         if let Some(schedule) = &self.schedule {
-            let just_before = day_start - chrono::Duration::seconds(1);
-            if let Some(tick) = schedule.next_after(&just_before).filter(|t| *t < day_end)
+            // At the edge of the calendar there is no second before.
+            if let Some(just_before) = day_start.checked_sub_signed(chrono::Duration::seconds(1))
+                && let Some(tick) = schedule.next_after(&just_before).filter(|t| *t < day_end)
                 && let Some(next) = schedule.next_after(&tick)
             {
                 return (tick, next);
@@ -247,6 +248,9 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
     }
 
     let job_dir = file.parent().unwrap_or(Path::new("."));
+    // A task that failed to parse is reported once, by its own error: a
+    // reference to it is not also an "unknown upstream task".
+    let declared: Vec<String> = raw.tasks.keys().cloned().collect();
     let mut tasks = Vec::new();
     for (id, value) in raw.tasks {
         if let Some(task) = parse_task(&id, value, file, job_dir, &defaults, &mut errors) {
@@ -304,8 +308,11 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
         for d in &task.depends_on {
             if ids.contains(d) {
                 ups.push(d.clone());
-            } else {
-                errors.push(err(&format!("{base}.depends_on"), unknown_task(d, &ids)));
+            } else if !declared.contains(d) {
+                errors.push(err(
+                    &format!("{base}.depends_on"),
+                    unknown_task(d, &declared),
+                ));
             }
         }
         let render = |key: &str, t: &str, errors: &mut Vec<ConfigError>| -> Option<String> {
@@ -349,8 +356,11 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
                 let input = l.input();
                 if ids.iter().any(|i| i == input) {
                     ups.push(input.to_string());
-                } else {
-                    errors.push(err(&format!("{base}.input"), unknown_task(input, &ids)));
+                } else if !declared.iter().any(|i| i == input) {
+                    errors.push(err(
+                        &format!("{base}.input"),
+                        unknown_task(input, &declared),
+                    ));
                 }
                 match l {
                     super::Load::Parquet(p) => render("url", &p.url, &mut errors),
@@ -380,6 +390,34 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
     } else {
         Err(Error::Config(errors))
     }
+}
+
+/// The files besides its own that a job file reads (`.sql` files named
+/// by `transform`, `check` or `query`), whether or not they exist: the
+/// daemon reloads a job when one of them changes, appears or goes. Read
+/// from the TOML alone, so a job that does not load has them too.
+pub fn job_sources(text: &str, file: &Path) -> Vec<PathBuf> {
+    let job_dir = file.parent().unwrap_or(Path::new("."));
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let Some(tasks) = table.get("tasks").and_then(|t| t.as_table()) else {
+        return out;
+    };
+    for task in tasks.values().filter_map(|t| t.as_table()) {
+        for key in ["transform", "check", "query"] {
+            if let Some(path) = task
+                .get(key)
+                .and_then(|v| v.as_str())
+                .and_then(|v| super::task::sql_file(v, job_dir))
+                && !out.contains(&path)
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 fn unknown_task(name: &str, ids: &[String]) -> String {
@@ -483,6 +521,18 @@ url = "file:///tmp/out/"
             err.contains("tasks.publish.input: unknown upstream task \"dayly\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_missing_sql_file_is_the_only_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[tasks.hits]\ncheck = \"SELECT true\"\n[tasks.daily]\ntransform = \"sql/daily.sql\"\n[tasks.publish]\nload = \"parquet\"\ninput = \"daily\"\nurl = \"file:///tmp/x/\"\ndepends_on = [\"daily\"]\n";
+        let err = parse_job(text, &dir.path().join("j.toml"), &|_| None).unwrap_err();
+        let errors = err.config_errors();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert_eq!(errors[0].key, "tasks.daily.transform");
+        assert!(errors[0].message.contains("cannot read SQL file"), "{err}");
+        assert!(!err.to_string().contains("unknown upstream"), "{err}");
     }
 
     #[test]

@@ -723,15 +723,21 @@ fn sql_extract(
 }
 
 /// A `.sql` file name beside the job, or inline SQL.
-fn sql_text(text: &str, job_dir: &Path) -> Result<(String, Option<std::path::PathBuf>), String> {
+/// The file a SQL value names (`sql/daily.sql`, beside the job), if it
+/// names one rather than holding the SQL itself.
+pub(crate) fn sql_file(text: &str, job_dir: &Path) -> Option<std::path::PathBuf> {
     let t = text.trim();
-    if t.ends_with(".sql") && !t.contains(char::is_whitespace) {
-        let path = job_dir.join(t);
-        let sql = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read SQL file {}: {e}", path.display()))?;
-        Ok((sql, Some(path)))
-    } else {
-        Ok((text.to_string(), None))
+    (t.ends_with(".sql") && !t.contains(char::is_whitespace)).then(|| job_dir.join(t))
+}
+
+fn sql_text(text: &str, job_dir: &Path) -> Result<(String, Option<std::path::PathBuf>), String> {
+    match sql_file(text, job_dir) {
+        Some(path) => {
+            let sql = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read SQL file {}: {e}", path.display()))?;
+            Ok((sql, Some(path)))
+        }
+        None => Ok((text.to_string(), None)),
     }
 }
 
