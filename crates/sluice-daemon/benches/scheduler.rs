@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use sluice_core::config::{Job, parse_job};
 use sluice_core::template::RunContext;
 use sluice_daemon::clock::SystemClock;
-use sluice_daemon::executor::{Daemon, Options, TaskRunner, new_run};
+use sluice_daemon::executor::{Daemon, Options, TaskError, TaskRunner, new_run};
 use sluice_daemon::jobs::JobSet;
 use sluice_daemon::state::StateStore;
 use sluice_engine::runner::{UnitOutput, Units};
@@ -39,7 +39,7 @@ impl TaskRunner for Noop {
         _: Arc<RunContext>,
         _: Arc<Units>,
         _: String,
-    ) -> BoxFuture<'static, Result<UnitOutput, String>> {
+    ) -> BoxFuture<'static, Result<UnitOutput, TaskError>> {
         Box::pin(async {
             Ok(UnitOutput {
                 counts: Vec::new(),
@@ -53,7 +53,7 @@ impl TaskRunner for Noop {
         _: Arc<Job>,
         _: Arc<RunContext>,
         _: String,
-    ) -> BoxFuture<'static, Result<bool, String>> {
+    ) -> BoxFuture<'static, Result<bool, TaskError>> {
         Box::pin(async { Ok(true) })
     }
 

@@ -9,7 +9,7 @@
 //! a finished task makes its downstreams ready without waiting for the
 //! next scan.
 
-use crate::clock::{Clock, from_micros, micros};
+use crate::clock::{Clock, after, from_micros, micros, micros_after};
 use crate::error::Result;
 use crate::jobs::JobSet;
 use crate::retry::retry_delay;
@@ -20,11 +20,34 @@ use futures::future::BoxFuture;
 use sluice_core::config::{Job, TaskKind};
 use sluice_core::schedule::Plan;
 use sluice_core::template::RunContext;
+use sluice_engine::ErrorKind;
 use sluice_engine::runner::{Engine, UnitOutput, Units};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
+
+/// Why an attempt failed, and whether another attempt could do better.
+#[derive(Debug, Clone)]
+pub struct TaskError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl TaskError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        TaskError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sluice_engine::Error> for TaskError {
+    fn from(e: sluice_engine::Error) -> Self {
+        TaskError::new(e.kind(), e.to_string())
+    }
+}
 
 /// Runs the work of task instances. The daemon uses the data plane's
 /// [`Engine`]; the scheduler benchmark uses tasks that do nothing, to
@@ -37,7 +60,7 @@ pub trait TaskRunner: Send + Sync + 'static {
         ctx: Arc<RunContext>,
         units: Arc<Units>,
         unit: String,
-    ) -> BoxFuture<'static, Result<UnitOutput, String>>;
+    ) -> BoxFuture<'static, Result<UnitOutput, TaskError>>;
 
     /// One poke of a sensor.
     fn poke(
@@ -45,7 +68,7 @@ pub trait TaskRunner: Send + Sync + 'static {
         job: Arc<Job>,
         ctx: Arc<RunContext>,
         task: String,
-    ) -> BoxFuture<'static, Result<bool, String>>;
+    ) -> BoxFuture<'static, Result<bool, TaskError>>;
 
     /// Called once when a run succeeds (the engine removes its staging).
     fn run_succeeded(&self, job: Arc<Job>, ctx: Arc<RunContext>) -> BoxFuture<'static, ()>;
@@ -60,14 +83,9 @@ impl TaskRunner for EngineRunner {
         ctx: Arc<RunContext>,
         units: Arc<Units>,
         unit: String,
-    ) -> BoxFuture<'static, Result<UnitOutput, String>> {
+    ) -> BoxFuture<'static, Result<UnitOutput, TaskError>> {
         let engine = self.0.clone();
-        Box::pin(async move {
-            engine
-                .run_unit(&job, &ctx, &units, &unit)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { Ok(engine.run_unit(&job, &ctx, &units, &unit).await?) })
     }
 
     fn poke(
@@ -75,11 +93,13 @@ impl TaskRunner for EngineRunner {
         job: Arc<Job>,
         ctx: Arc<RunContext>,
         task: String,
-    ) -> BoxFuture<'static, Result<bool, String>> {
+    ) -> BoxFuture<'static, Result<bool, TaskError>> {
         let engine = self.0.clone();
         Box::pin(async move {
-            let t = job.task(&task).ok_or_else(|| format!("no task {task}"))?;
-            engine.poke(&job, &ctx, t).await.map_err(|e| e.to_string())
+            let t = job
+                .task(&task)
+                .ok_or_else(|| TaskError::new(ErrorKind::Internal, format!("no task {task}")))?;
+            Ok(engine.poke(&job, &ctx, t).await?)
         })
     }
 
@@ -163,8 +183,8 @@ struct Attempt {
 }
 
 enum Outcome {
-    Ran(Result<UnitOutput, String>),
-    Poked(Result<bool, String>),
+    Ran(Result<UnitOutput, TaskError>),
+    Poked(Result<bool, TaskError>),
 }
 
 struct Done {
@@ -295,7 +315,7 @@ impl Daemon {
     async fn recover(&mut self) -> Result<()> {
         let now = self.clock.now();
         let stale_before = if self.store.is_postgres() {
-            micros(now) - 5 * self.opts.heartbeat.as_micros() as i64
+            micros(now).saturating_sub(micros_after(0, self.opts.heartbeat.saturating_mul(5)))
         } else {
             i64::MAX
         };
@@ -338,9 +358,10 @@ impl Daemon {
                 }
             }
         }
-        if self.last_heartbeat.is_none_or(|t| {
-            now - t >= chrono::Duration::from_std(self.opts.heartbeat).unwrap_or_default()
-        }) {
+        if self
+            .last_heartbeat
+            .is_none_or(|t| now >= after(t, self.opts.heartbeat))
+        {
             self.store
                 .heartbeat(&self.opts.worker_id, micros(now))
                 .await?;
@@ -451,7 +472,7 @@ impl Daemon {
         for run in self.active.values() {
             if let Some(sla) = run.job.sla
                 && !run.row.sla_missed
-                && micros(now) > run.row.interval_end + sla.as_micros() as i64
+                && micros(now) > micros_after(run.row.interval_end, sla)
             {
                 missed.push((run.row.dag.clone(), run.row.run_id.clone(), sla));
             }
@@ -497,9 +518,9 @@ impl Daemon {
             self.maybe_finish(&key).await?;
         }
         self.flush().await?;
-        Ok(wake.map(|w| {
+        Ok(wake.and_then(|w| {
             let ahead = (w - self.clock.now()).to_std().unwrap_or_default();
-            Instant::now() + ahead
+            Instant::now().checked_add(ahead)
         }))
     }
 
@@ -730,7 +751,10 @@ impl Daemon {
                 Outcome::Ran(match timeout {
                     Some(limit) => match tokio::time::timeout(limit, work).await {
                         Ok(r) => r,
-                        Err(_) => Err(format!("timed out after {}", humanize(limit))),
+                        Err(_) => Err(TaskError::new(
+                            ErrorKind::External,
+                            format!("timed out after {}", humanize(limit)),
+                        )),
                     },
                     None => work.await,
                 })
@@ -759,14 +783,14 @@ impl Daemon {
                     return Ok(());
                 };
                 let message = if e.is_panic() {
-                    "the task panicked".to_string()
+                    format!("the task panicked: {}", panic_message(e.into_panic()))
                 } else {
                     "the task was cancelled".to_string()
                 };
                 self.complete(Done {
                     attempt,
                     elapsed: Duration::ZERO,
-                    outcome: Outcome::Ran(Err(message)),
+                    outcome: Outcome::Ran(Err(TaskError::new(ErrorKind::Internal, message))),
                 })
                 .await
             }
@@ -793,7 +817,9 @@ impl Daemon {
                 .find(|t| t.task == a.unit),
         };
         let failures = ti.as_ref().map_or(0, |t| t.failures);
-        let result: Result<Option<UnitOutput>, String> = match done.outcome {
+        // A sensor that timed out has had its time: no retry.
+        let mut sensor_timed_out = false;
+        let result: Result<Option<UnitOutput>, TaskError> = match done.outcome {
             Outcome::Ran(Ok(out)) => Ok(Some(out)),
             Outcome::Ran(Err(e)) | Outcome::Poked(Err(e)) => Err(e),
             Outcome::Poked(Ok(true)) => Ok(None),
@@ -808,11 +834,14 @@ impl Daemon {
                 };
                 match task.timeout {
                     Some(limit) if waited >= limit => {
-                        Err(format!("sensor timed out after {}", humanize(limit)))
+                        sensor_timed_out = true;
+                        Err(TaskError::new(
+                            ErrorKind::External,
+                            format!("sensor timed out after {}", humanize(limit)),
+                        ))
                     }
                     _ => {
-                        let next = now
-                            + chrono::Duration::from_std(sensor.poke_interval).unwrap_or_default();
+                        let next = after(now, sensor.poke_interval);
                         let update = TiUpdate {
                             state: "up_for_reschedule".into(),
                             failures,
@@ -840,17 +869,14 @@ impl Daemon {
                 };
                 self.record(&key, &a.members, update, out).await?;
             }
-            Err(message) => {
-                let sensor_timeout = a.sensor && message.starts_with("sensor timed out");
+            Err(TaskError { kind, message }) => {
                 let failures = failures + 1;
-                let retry = !sensor_timeout && failures <= i64::from(task.retries);
+                let retry =
+                    !sensor_timed_out && kind.is_retryable() && failures <= i64::from(task.retries);
                 let next = retry.then(|| {
                     let delay =
                         retry_delay(task.retry_delay, task.max_retry_delay, failures as u32);
-                    (
-                        now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                        delay,
-                    )
+                    (after(now, delay), delay)
                 });
                 match &next {
                     Some((_, delay)) => {
@@ -861,8 +887,19 @@ impl Daemon {
                             &format!("failed: {message}; retrying in {}", humanize(*delay)),
                         );
                     }
+                    None if !kind.is_retryable() && failures <= i64::from(task.retries) => {
+                        // Retries left, but the same input fails the same way.
+                        tracing::error!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, kind = %kind, "task failed; not retried: the job or its data must change");
+                        self.log(
+                            a,
+                            "error",
+                            &format!(
+                                "failed: {message}; not retried: a {kind} error, which another attempt would meet again"
+                            ),
+                        );
+                    }
                     None => {
-                        tracing::error!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, "task failed");
+                        tracing::error!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, kind = %kind, "task failed");
                         self.log(a, "error", &format!("failed: {message}"));
                     }
                 }
@@ -1100,5 +1137,16 @@ fn humanize(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{:.3}s", d.as_secs_f64())
+    }
+}
+
+/// The text a panic was raised with, when it was a string.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => (*s).to_string(),
+            Err(_) => "(no message)".into(),
+        },
     }
 }

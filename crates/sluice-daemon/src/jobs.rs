@@ -28,9 +28,30 @@ pub type Validator = Box<dyn Fn(&Job) -> Result<(), String> + Send + Sync>;
 pub type Env = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 struct Loaded {
-    /// The file text the job came from.
-    text: String,
+    /// What the job came from: its file's text and the `.sql` files it
+    /// names, with their text (`None`: missing). A change to any of them
+    /// reloads the job.
+    source: Source,
     job: Option<Arc<Job>>,
+}
+
+#[derive(PartialEq, Eq)]
+struct Source {
+    text: String,
+    sql_files: Vec<(PathBuf, Option<String>)>,
+}
+
+impl Source {
+    fn read(path: &Path, text: String) -> Source {
+        let sql_files = sluice_core::config::job_sources(&text, path)
+            .into_iter()
+            .map(|p| {
+                let content = std::fs::read_to_string(&p).ok();
+                (p, content)
+            })
+            .collect();
+        Source { text, sql_files }
+    }
 }
 
 pub struct JobSet {
@@ -87,9 +108,11 @@ impl JobSet {
             let Ok(text) = std::fs::read_to_string(path) else {
                 continue; // Mid-replace; the next scan sees it.
             };
-            if self.files.get(path).is_some_and(|l| l.text == text) {
+            let source = Source::read(path, text);
+            if self.files.get(path).is_some_and(|l| l.source == source) {
                 continue;
             }
+            let text = source.text.clone();
             let previous = self.files.get(path).and_then(|l| l.job.clone());
             let parsed = parse_job(&text, path, &*self.env)
                 .map_err(|e| e.to_string())
@@ -114,7 +137,7 @@ impl JobSet {
                         self.files.insert(
                             path.clone(),
                             Loaded {
-                                text,
+                                source,
                                 job: previous,
                             },
                         );
@@ -133,7 +156,7 @@ impl JobSet {
                     self.files.insert(
                         path.clone(),
                         Loaded {
-                            text,
+                            source,
                             job: Some(job),
                         },
                     );
@@ -149,7 +172,7 @@ impl JobSet {
                     self.files.insert(
                         path.clone(),
                         Loaded {
-                            text,
+                            source,
                             job: previous,
                         },
                     );
@@ -224,5 +247,41 @@ mod tests {
         let c = jobs.scan();
         assert_eq!(c.removed, vec!["daily".to_string()]);
         assert!(jobs.get("daily").is_none());
+    }
+
+    #[test]
+    fn an_edit_to_a_sql_file_reloads_its_job() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sql")).unwrap();
+        let file = dir.path().join("daily.toml");
+        std::fs::write(&file, "[tasks.a]\ncheck = \"sql/a.sql\"\n").unwrap();
+        let mut jobs = set(dir.path());
+        // Missing: an error naming the file, then loaded once it appears.
+        let c = jobs.scan();
+        assert_eq!(c.failed.len(), 1);
+        assert!(
+            c.failed[0].2.contains("cannot read SQL file"),
+            "{}",
+            c.failed[0].2
+        );
+        std::fs::write(dir.path().join("sql/a.sql"), "SELECT true").unwrap();
+        let c = jobs.scan();
+        assert_eq!(c.loaded.len(), 1, "{c:?}");
+        let sql = |jobs: &JobSet| match &jobs.get("daily").unwrap().tasks[0].kind {
+            sluice_core::config::TaskKind::Check(c) => c.sql.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(sql(&jobs), "SELECT true");
+        assert!(jobs.scan().loaded.is_empty(), "nothing changed");
+        // An edit to the SQL alone reloads the job.
+        std::fs::write(dir.path().join("sql/a.sql"), "SELECT 1 = 1").unwrap();
+        let c = jobs.scan();
+        assert_eq!(c.loaded.len(), 1, "{c:?}");
+        assert_eq!(sql(&jobs), "SELECT 1 = 1");
+        // Removed: reported, and the last valid version keeps running.
+        std::fs::remove_file(dir.path().join("sql/a.sql")).unwrap();
+        let c = jobs.scan();
+        assert_eq!(c.failed.len(), 1);
+        assert_eq!(sql(&jobs), "SELECT 1 = 1");
     }
 }

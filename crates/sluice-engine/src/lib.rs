@@ -6,6 +6,7 @@
 pub mod db;
 pub mod error;
 pub mod logs;
+mod producers;
 pub mod runner;
 pub mod schema;
 pub mod sink;
@@ -14,4 +15,4 @@ pub mod staging;
 pub mod store;
 pub mod validate;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

@@ -548,10 +548,7 @@ async fn run_unit(
                 crate::sql::register(&session, name, ds).await?;
                 rows_in += ds.rows;
             }
-            let sql_err = |e: datafusion::error::DataFusionError| Error::Sql {
-                context: format!("check {}", sql.trim()),
-                message: e.to_string(),
-            };
+            let sql_err = |e| Error::sql(format!("check {}", sql.trim()), e);
             let batches = session
                 .sql(&sql)
                 .await
@@ -664,14 +661,14 @@ async fn produce(
                 rows_in += ds.rows;
             }
             let context = format!("{}: tasks.{}.transform", job.file.display(), task.id);
-            let df = session.sql(&sql).await.map_err(|e| Error::Sql {
-                context: context.clone(),
-                message: e.to_string(),
-            })?;
-            let stream = df.execute_stream().await.map_err(|e| Error::Sql {
-                context,
-                message: e.to_string(),
-            })?;
+            let df = session
+                .sql(&sql)
+                .await
+                .map_err(|e| Error::sql(context.clone(), e))?;
+            let stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| Error::sql(context, e))?;
             let finish: Finish = Box::new(move |rows| Counts {
                 rows_in,
                 rows_out: rows,

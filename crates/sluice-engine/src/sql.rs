@@ -31,8 +31,5 @@ pub async fn register(ctx: &SessionContext, name: &str, dataset: &StagedDataset)
     ctx.register_object_store(&dataset.location.store_url, dataset.location.store.clone());
     ctx.register_parquet(name, dataset.url(), ParquetReadOptions::default())
         .await
-        .map_err(|e| Error::Sql {
-            context: format!("registering upstream table {name}"),
-            message: e.to_string(),
-        })
+        .map_err(|e| Error::sql(format!("registering upstream table {name}"), e))
 }

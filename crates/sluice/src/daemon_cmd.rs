@@ -17,7 +17,10 @@ pub async fn serve(config: DaemonConfig) -> Result<ExitCode> {
     tracing::info!(jobs = %config.jobs.display(), workers = config.workers, "sluice serving");
     // On a runtime worker rather than the main thread: the tasks the loop
     // spawns then start on its thread, without a cross-thread wake-up.
-    tokio::spawn(async move { daemon.serve(stop_signal()).await }).await??;
+    // Awaited at once, so its panic or error is this command's.
+    #[allow(clippy::disallowed_methods)]
+    let serving = tokio::spawn(async move { daemon.serve(stop_signal()).await });
+    serving.await??;
     tracing::info!("sluice stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -598,6 +598,38 @@ async fn invalid_edit_keeps_last_valid_version(backend: Backend) {
     let log = env.log(1);
     assert!(log.contains("job file not loaded"), "{log}");
     assert!(log.contains("fromat"), "{log}");
+    // Durations too long for any date: an error naming the key, and the
+    // daemon goes on (they once panicked it, or made an SLA miss at once).
+    env.write_job(
+        "every2s",
+        &good.replace(
+            "max_active_runs = 2",
+            "max_active_runs = 2\nsla = \"9999999999d\"\ntimeout = \"99999999999999999999s\"",
+        ),
+    );
+    let error = wait_for("the duration error", Duration::from_secs(20), || async {
+        store
+            .job_error("every2s")
+            .await
+            .unwrap()
+            .filter(|e| e.contains("sla"))
+    })
+    .await;
+    assert!(error.contains("timeout"), "{error}");
+    let before = store.recent_runs("every2s", 1000).await.unwrap().len();
+    wait_for(
+        "runs after the huge durations",
+        Duration::from_secs(20),
+        || async {
+            let runs = store.recent_runs("every2s", 1000).await.unwrap();
+            (runs.iter().filter(|r| r.state == "success").count() > before + 1).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon must keep serving"
+    );
     // Fixing the file clears the error.
     env.write_job(
         "every2s",
@@ -749,6 +781,98 @@ async fn backfill_runs_each_interval(backend: Backend) {
     );
 }
 
+// ---------------------------------------------------------------------
+// 8. An error another attempt would meet again fails at once, whatever
+// `retries` says; what can change (a server not answering) is retried.
+
+const BAD_SQL: &str = r#"
+retries = 3
+retry_delay = "100ms"
+[tasks.bad]
+extract = "sql"
+connection = "postgres://postgres@127.0.0.1:5432/test"
+query = "SELEC 1"
+[tasks.bad_out]
+load = "parquet"
+input = "bad"
+url = "file://$DIR/out/bad_sql/"
+"#;
+
+const REFUSED: &str = r#"
+retries = 3
+retry_delay = "100ms"
+[tasks.src]
+extract = "sql"
+connection = "postgres://postgres@127.0.0.1:1/test"
+query = "SELECT 1 AS x"
+[tasks.src_out]
+load = "parquet"
+input = "src"
+url = "file://$DIR/out/refused/"
+"#;
+
+async fn user_errors_fail_at_once(backend: Backend) {
+    let env = Env::new(backend, "");
+    env.write_job("bad_sql", BAD_SQL);
+    env.write_job("refused", REFUSED);
+    for job in ["bad_sql", "refused"] {
+        let out = common::run(env.sluice().args([
+            "backfill",
+            job,
+            "--from",
+            "2026-11-24",
+            "--to",
+            "2026-11-24",
+        ]));
+        assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    }
+    let store = env.store().await;
+    let run = store
+        .recent_runs("bad_sql", 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(run.state, "failed");
+    let t = ti(&store, "bad_sql", &run.run_id, "bad_out").await.unwrap();
+    assert_eq!(
+        (t.state.as_str(), t.try_number, t.failures),
+        ("failed", 1, 1),
+        "a syntax error is not retried: {t:?}"
+    );
+    assert!(
+        t.error.as_deref().unwrap_or("").contains("syntax error"),
+        "{t:?}"
+    );
+    let lines = store
+        .logs("bad_sql", &run.run_id, "bad_out", 1)
+        .await
+        .unwrap();
+    assert!(
+        lines.iter().any(|(_, _, m)| m.contains("not retried")),
+        "the log says why: {lines:?}"
+    );
+
+    let run = store
+        .recent_runs("refused", 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(run.state, "failed");
+    let t = ti(&store, "refused", &run.run_id, "src_out").await.unwrap();
+    assert_eq!(
+        (t.state.as_str(), t.try_number, t.failures),
+        ("failed", 4, 4),
+        "a refused connection is retried 3 times: {t:?}"
+    );
+    assert!(
+        t.error.as_deref().unwrap_or("").contains("connecting"),
+        "{t:?}"
+    );
+    assert!(files_under(&env.path().join("out")).is_empty());
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -777,5 +901,6 @@ on_both_backends!(
     sigterm_requeues_what_does_not_finish,
     invalid_edit_keeps_last_valid_version,
     sensors_wait_without_a_worker,
-    backfill_runs_each_interval
+    backfill_runs_each_interval,
+    user_errors_fail_at_once
 );

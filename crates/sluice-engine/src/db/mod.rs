@@ -15,12 +15,10 @@ mod text_column;
 
 use crate::error::{Error, Result};
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use sluice_core::config::{DaemonConfig, SqlExtract};
 use sluice_core::redact::redact_url;
-use tokio::sync::mpsc;
 
 pub use incremental::{Mark, MarkSource};
 pub use load::load;
@@ -41,6 +39,12 @@ impl std::fmt::Debug for DbTarget {
         write!(f, "{}", self.name)
     }
 }
+
+/// Bytes of row data after which a reader ends its batch early, whatever
+/// `batch_size` says. An Arrow string or binary array holds at most 2 GiB,
+/// and appending past that panics: with one value at most 1 GiB (both
+/// servers' limit), a batch cut at 512 MiB stays well below.
+pub(crate) const MAX_BATCH_BYTES: usize = 512 << 20;
 
 /// How long opening a database connection may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -334,19 +338,8 @@ fn range_queries(query: &str, ranges: Vec<Vec<String>>) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Turns the batches readers send into a DataFusion stream. When the
-/// stream is dropped the readers' sends fail and they stop.
-fn batch_stream(
-    schema: SchemaRef,
-    rx: mpsc::Receiver<Result<RecordBatch>>,
-) -> SendableRecordBatchStream {
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|item| (item.map_err(datafusion::error::DataFusionError::from), rx))
-    });
-    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
-}
+#[cfg(test)]
+mod reader_failure_tests;
 
 #[cfg(test)]
 mod tests {

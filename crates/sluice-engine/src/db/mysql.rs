@@ -6,16 +6,15 @@
 //! each value is parsed into its column.
 
 use super::text_column::{TextBatches, TextType};
-use super::{DbTarget, KeyKind, batch_stream, split_ranges};
+use super::{DbTarget, KeyKind, split_ranges};
 use crate::error::Result;
+use crate::producers::{BatchSender, Producers};
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use sluice_core::config::SqlExtract;
 use sqlx::mysql::{MySqlConnection, MySqlRow};
 use sqlx::{AssertSqlSafe, Executor, Row};
-use tokio::sync::mpsc;
 
 #[derive(Debug, Clone)]
 struct Described {
@@ -40,37 +39,36 @@ pub async fn extract(
             partition_ranges(target, &mut conn, query, &columns, on, spec.partitions).await?;
         super::range_queries(query, ranges)
     };
-    let (tx, rx) = mpsc::channel(2);
+    let mut producers = Producers::new(schema.clone(), 2);
     let mut first = Some(conn);
     let batch_size = super::reader_batch_size(spec.batch_size, workers.len());
-    for statements in workers {
+    let readers = workers.len();
+    for (i, statements) in workers.into_iter().enumerate() {
         let reader = Reader {
             target: target.clone(),
             schema: schema.clone(),
             columns: columns.clone(),
             batch_size,
         };
-        let tx = tx.clone();
+        let tx = producers.sender();
         let conn = first.take();
-        tokio::spawn(async move {
-            let result = async {
-                let mut conn = match conn {
-                    Some(c) => c,
-                    None => connect(&reader.target).await?,
-                };
-                for statement in &statements {
-                    reader.read(&mut conn, statement, &tx).await?;
-                }
-                Ok(())
+        let name = if readers == 1 {
+            "the MySQL reader".to_string()
+        } else {
+            format!("MySQL reader {}", i + 1)
+        };
+        producers.spawn(name, async move {
+            let mut conn = match conn {
+                Some(c) => c,
+                None => connect(&reader.target).await?,
+            };
+            for statement in &statements {
+                reader.read(&mut conn, statement, &tx).await?;
             }
-            .await;
-            if let Err(e) = result {
-                let _ = tx.send(Err(e)).await;
-            }
+            Ok(())
         });
     }
-    drop(tx);
-    Ok(batch_stream(schema, rx))
+    Ok(producers.into_stream())
 }
 
 async fn connect(target: &DbTarget) -> Result<MySqlConnection> {
@@ -242,7 +240,7 @@ impl Reader {
         &self,
         conn: &mut MySqlConnection,
         statement: &str,
-        tx: &mpsc::Sender<Result<RecordBatch>>,
+        tx: &BatchSender,
     ) -> Result<()> {
         let types: Vec<TextType> = self.columns.iter().map(|c| c.ty.clone()).collect();
         let mut batches = TextBatches::new(self.schema.clone(), &types, self.batch_size);

@@ -10,8 +10,9 @@
 
 use super::pg_binary::{self, Column, PgType, Tuple};
 use super::pg_blocks::{self, BlockSplit};
-use super::{DbTarget, KeyKind, batch_stream, split_ranges};
-use crate::error::Result;
+use super::{DbTarget, KeyKind, split_ranges};
+use crate::error::{Error, Result};
+use crate::producers::{BatchSender, Producers};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
@@ -37,21 +38,19 @@ pub async fn extract(
     let mut conn = connect(target).await?;
     let columns = describe(target, &mut conn, query).await?;
     let schema = super::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
-    let (tx, rx) = mpsc::channel(2);
+    let mut producers = Producers::new(schema.clone(), 2);
     if spec.partitions <= 1 {
         let reader = Reader {
             target: target.clone(),
-            schema: schema.clone(),
-            columns: columns.clone(),
+            schema,
+            columns,
             batch_size: spec.batch_size,
+            max_batch_bytes: super::MAX_BATCH_BYTES,
         };
         let statement = copy_statement(query);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let result = reader.copy(&mut conn, &statement, &tx).await;
-            if let Err(e) = result {
-                let _ = tx.send(Err(e)).await;
-            }
+        let tx = producers.sender();
+        producers.spawn("the PostgreSQL reader", async move {
+            reader.copy(&mut conn, &statement, &tx).await
         });
     } else {
         let parts = part_queries(target, &mut conn, query, &columns, spec).await?;
@@ -59,44 +58,41 @@ pub async fn extract(
             .fetch_one(&mut conn)
             .await
             .map_err(|e| target.error("exporting a snapshot", &e))?;
-        let mut workers = Vec::new();
+        // Each part says when it has imported the snapshot; the exporting
+        // transaction must stay open until then.
+        let (imported_tx, mut imported) = mpsc::channel::<()>(parts.len());
         let batch_size = super::reader_batch_size(spec.batch_size, parts.len());
-        for queries in parts {
+        for (i, queries) in parts.into_iter().enumerate() {
             let reader = Reader {
                 target: target.clone(),
                 schema: schema.clone(),
                 columns: columns.clone(),
                 batch_size,
+                max_batch_bytes: super::MAX_BATCH_BYTES,
             };
             let statements: Vec<String> = queries.iter().map(|q| copy_statement(q)).collect();
             let snapshot = snapshot.clone();
-            let tx = tx.clone();
-            workers.push(tokio::spawn(async move {
-                let result = async {
-                    let mut conn = connect(&reader.target).await?;
-                    begin_snapshot(&reader.target, &mut conn, &snapshot).await?;
-                    for statement in &statements {
-                        reader.copy(&mut conn, statement, &tx).await?;
-                    }
-                    Ok(())
+            let tx = producers.sender();
+            let imported = imported_tx.clone();
+            producers.spawn(format!("PostgreSQL reader {}", i + 1), async move {
+                let mut conn = connect(&reader.target).await?;
+                begin_snapshot(&reader.target, &mut conn, &snapshot).await?;
+                drop(imported);
+                for statement in &statements {
+                    reader.copy(&mut conn, statement, &tx).await?;
                 }
-                .await;
-                if let Err(e) = result {
-                    let _ = tx.send(Err(e)).await;
-                }
-            }));
+                Ok(())
+            });
         }
-        // The exporting transaction must stay open until every worker has
-        // imported its snapshot; it is simplest to keep it to the end.
-        tokio::spawn(async move {
-            for w in workers {
-                let _ = w.await;
-            }
+        drop(imported_tx);
+        producers.spawn("the PostgreSQL snapshot holder", async move {
+            // Ends when every part has imported the snapshot or given up.
+            while imported.recv().await.is_some() {}
             let _ = conn.close().await;
+            Ok(())
         });
     }
-    drop(tx);
-    Ok(batch_stream(schema, rx))
+    Ok(producers.into_stream())
 }
 
 /// The queries each connection of a partitioned read runs, by block range
@@ -429,12 +425,13 @@ struct Reader {
     schema: SchemaRef,
     columns: Vec<Described>,
     batch_size: usize,
+    /// A batch ends early once its rows take this many bytes on the
+    /// wire, so no text column outgrows one Arrow array (2 GiB).
+    max_batch_bytes: usize,
 }
 
-type Sender = mpsc::Sender<Result<RecordBatch>>;
-
 impl Reader {
-    async fn copy(&self, conn: &mut PgConnection, statement: &str, tx: &Sender) -> Result<()> {
+    async fn copy(&self, conn: &mut PgConnection, statement: &str, tx: &BatchSender) -> Result<()> {
         let mut stream = conn
             .copy_out_raw(statement)
             .await
@@ -448,8 +445,11 @@ impl Reader {
             header_read: false,
             ended: false,
             in_batch: 0,
+            batch_bytes: 0,
             rows: 0,
         };
+        #[cfg(test)]
+        let mut sent = 0usize;
         let mut pending: Vec<u8> = Vec::new();
         let mut ready: Vec<RecordBatch> = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -463,6 +463,11 @@ impl Reader {
                 pending.drain(..used);
             }
             for batch in ready.drain(..) {
+                #[cfg(test)]
+                {
+                    crate::producers::injected_panic(&self.schema, sent);
+                    sent += 1;
+                }
                 if tx.send(Ok(batch)).await.is_err() {
                     // The consumer is gone (cancelled): stop reading.
                     return Ok(());
@@ -470,9 +475,12 @@ impl Reader {
             }
         }
         if !state.ended || !pending.is_empty() {
-            return Err(self
-                .target
-                .error_msg("reading rows", "the COPY stream ended early"));
+            // The connection went away mid-stream: worth another try.
+            return Err(Error::Database {
+                connection: self.target.name.clone(),
+                message: "reading rows: the COPY stream ended early".into(),
+                retryable: true,
+            });
         }
         if state.in_batch > 0 {
             let batch = self.batch(&mut cols)?;
@@ -507,9 +515,13 @@ impl Reader {
                     at += n;
                     state.rows += 1;
                     state.in_batch += 1;
-                    if state.in_batch == self.batch_size {
+                    state.batch_bytes += n;
+                    if state.in_batch == self.batch_size
+                        || state.batch_bytes >= self.max_batch_bytes
+                    {
                         ready.push(self.batch(cols)?);
                         state.in_batch = 0;
+                        state.batch_bytes = 0;
                     }
                 }
                 Ok(Tuple::End) => {
@@ -547,5 +559,7 @@ struct Progress {
     header_read: bool,
     ended: bool,
     in_batch: usize,
+    /// Bytes of the rows in the batch being built.
+    batch_bytes: usize,
     rows: u64,
 }

@@ -5,17 +5,16 @@
 //! infers. A value whose storage class does not fit its column (text in an
 //! INTEGER column, say) is an error naming the row and column.
 
+use super::DbTarget;
 use super::text_column::{TextBatches, TextType};
-use super::{DbTarget, batch_stream};
 use crate::error::{Error, Result};
+use crate::producers::{BatchSender, Producers};
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use sluice_core::config::SqlExtract;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{AssertSqlSafe, Column as _, Executor, Row, SqlSafeStr, TypeInfo, ValueRef};
-use tokio::sync::mpsc;
 
 #[derive(Debug, Clone)]
 struct Described {
@@ -38,19 +37,18 @@ pub async fn extract(
     let mut conn = target.connect::<SqliteConnection>().await?;
     let columns = describe(target, &mut conn, &query).await?;
     let schema = super::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
-    let (tx, rx) = mpsc::channel(2);
+    let mut producers = Producers::new(schema.clone(), 2);
     let reader = Reader {
         target: target.clone(),
         schema: schema.clone(),
         columns,
         batch_size: spec.batch_size,
     };
-    tokio::spawn(async move {
-        if let Err(e) = reader.read(&mut conn, &query, &tx).await {
-            let _ = tx.send(Err(e)).await;
-        }
+    let tx = producers.sender();
+    producers.spawn("the SQLite reader", async move {
+        reader.read(&mut conn, &query, &tx).await
     });
-    Ok(batch_stream(schema, rx))
+    Ok(producers.into_stream())
 }
 
 async fn describe(
@@ -164,12 +162,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn read(
-        &self,
-        conn: &mut SqliteConnection,
-        query: &str,
-        tx: &mpsc::Sender<Result<RecordBatch>>,
-    ) -> Result<()> {
+    async fn read(&self, conn: &mut SqliteConnection, query: &str, tx: &BatchSender) -> Result<()> {
         let types: Vec<TextType> = self.columns.iter().map(|c| c.ty.clone()).collect();
         let mut batches = TextBatches::new(self.schema.clone(), &types, self.batch_size);
         let reading = |m: String| self.target.error_msg("reading rows", &m);

@@ -106,8 +106,14 @@ pub struct TextBatches {
     columns: Vec<TextColumn>,
     batch_size: usize,
     in_batch: usize,
+    /// Value bytes in the batch being built, and the most it may take
+    /// before it ends early (see [`super::MAX_BATCH_BYTES`]).
+    bytes: usize,
+    max_bytes: usize,
     /// Rows ended so far; errors name the row after them.
     rows: u64,
+    /// Batches made so far.
+    made: usize,
 }
 
 impl TextBatches {
@@ -120,8 +126,18 @@ impl TextBatches {
                 .collect(),
             batch_size,
             in_batch: 0,
+            bytes: 0,
+            max_bytes: super::MAX_BATCH_BYTES,
             rows: 0,
+            made: 0,
         }
+    }
+
+    /// Ends batches once their values take `max_bytes` (for tests).
+    #[cfg(test)]
+    fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// An error about column `col` of the row being read.
@@ -135,6 +151,7 @@ impl TextBatches {
 
     /// Appends the current row's value of column `col`.
     pub fn append(&mut self, col: usize, value: Option<&[u8]>) -> Result<(), String> {
+        self.bytes += value.map_or(0, <[u8]>::len);
         match self.columns[col].append(value) {
             Ok(()) => Ok(()),
             Err(m) => Err(self.row_error(col, &m)),
@@ -145,7 +162,7 @@ impl TextBatches {
     pub fn end_row(&mut self) -> Result<Option<RecordBatch>, String> {
         self.rows += 1;
         self.in_batch += 1;
-        if self.in_batch < self.batch_size {
+        if self.in_batch < self.batch_size && self.bytes < self.max_bytes {
             return Ok(None);
         }
         self.take().map(Some)
@@ -160,7 +177,11 @@ impl TextBatches {
     }
 
     fn take(&mut self) -> Result<RecordBatch, String> {
+        #[cfg(test)]
+        crate::producers::injected_panic(&self.schema, self.made);
+        self.made += 1;
         self.in_batch = 0;
+        self.bytes = 0;
         let arrays = self
             .columns
             .iter_mut()
@@ -391,6 +412,28 @@ fn time_of_day(s: &str) -> Result<i64, String> {
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
+
+    #[test]
+    fn batches_end_early_when_their_text_grows_large() {
+        // A few long strings fill a batch long before batch_size rows: the
+        // batch must end there, or a column could outgrow one Arrow array.
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("s", arrow::datatypes::DataType::Utf8, true),
+        ]));
+        let mut batches = TextBatches::new(schema, &[TextType::Utf8], 1000).with_max_bytes(100);
+        let value = [b'x'; 30];
+        let mut sizes = Vec::new();
+        for _ in 0..10 {
+            batches.append(0, Some(&value)).unwrap();
+            if let Some(b) = batches.end_row().unwrap() {
+                sizes.push(b.num_rows());
+            }
+        }
+        if let Some(b) = batches.rest().unwrap() {
+            sizes.push(b.num_rows());
+        }
+        assert_eq!(sizes, vec![4, 4, 2]);
+    }
 
     #[test]
     fn values_parse_or_say_why_not() {

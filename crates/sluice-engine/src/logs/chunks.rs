@@ -60,34 +60,33 @@ impl Boundary {
     }
 }
 
-/// Starts the reader thread. It stops at the end of the files, at the
-/// first error (sent down the channel), or when the receiver is dropped.
-pub fn spawn_reader(
+/// Reads `files` in order into chunks sent down `tx`; run on a blocking
+/// thread owned by the stream's [`crate::producers::Tasks`], so that a
+/// panic here fails the task instead of ending its input early. Stops at
+/// the end of the files, at the first error (sent down the channel), or
+/// when the receiver is dropped.
+pub fn read_chunks(
     files: Vec<InputFile>,
     boundary: Boundary,
-    capacity: usize,
-) -> (mpsc::Receiver<Result<Chunk>>, std::thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(capacity);
-    let handle = tokio::runtime::Handle::current();
-    let thread = std::thread::Builder::new()
-        .name("sluice-reader".into())
-        .spawn(move || {
-            let pool = BufferPool::default();
-            for file in files {
-                let result = open(&file, &handle)
-                    .and_then(|reader| cut(reader, &file, boundary, &tx, &pool));
-                match result {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
+    tx: mpsc::Sender<Result<Chunk>>,
+    handle: tokio::runtime::Handle,
+) -> Result<()> {
+    let pool = BufferPool::default();
+    for file in files {
+        let result =
+            open(&file, &handle).and_then(|reader| cut(reader, &file, boundary, &tx, &pool));
+        match result {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                // The parser stops at the error, in line order; when it is
+                // gone already, nobody is left to care.
+                let _ = tx.blocking_send(Err(e));
+                return Ok(());
             }
-        })
-        .expect("spawn reader thread");
-    (rx, thread)
+        }
+    }
+    Ok(())
 }
 
 fn open(file: &InputFile, handle: &tokio::runtime::Handle) -> Result<Box<dyn Read + Send>> {

@@ -2,18 +2,18 @@
 //! read → parse (all cores) → route-bad-records pipeline as one record
 //! batch stream. Memory is bounded by the number of chunks in flight.
 
-use super::chunks::{Boundary, InputFile, spawn_reader};
+use super::chunks::{Boundary, InputFile, read_chunks};
 use super::combined::CombinedParser;
 use super::csv::CsvParser;
 use super::jsonl::JsonlParser;
 use super::regex::RegexParser;
 use super::{DeadLetter, Parser};
 use crate::error::{Error, Result};
+use crate::producers::Producers;
 use crate::schema::declared_schema;
 use crate::store::{Location, Stores};
 use arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_core::config::{LogFormat, LogsExtract, OnError};
@@ -59,7 +59,7 @@ impl LogsSource {
     ) -> Result<Self> {
         let files = list_files(path, spec.connection.as_deref(), stores).await?;
         if files.is_empty() {
-            return Err(Error::Config(format!("no files match \"{path}\"")));
+            return Err(Error::NoInput(format!("no files match \"{path}\"")));
         }
         let sample = || async {
             let first = files[0].clone();
@@ -131,8 +131,8 @@ impl LogsSource {
     /// stops the reader and the parsers.
     pub fn into_stream(self) -> SendableRecordBatchStream {
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut builder = RecordBatchReceiverStreamBuilder::new(self.parser.schema(), parallelism);
-        let tx = builder.tx();
+        let mut producers = Producers::new(self.parser.schema(), parallelism);
+        let tx = producers.sender();
         let LogsSource {
             parser,
             files,
@@ -141,9 +141,13 @@ impl LogsSource {
             mut dead_letter,
             stats,
         } = self;
-        builder.spawn(async move {
-            stats.files.store(files.len() as u64, Ordering::Relaxed);
-            let (mut rx, _reader) = spawn_reader(files, boundary, parallelism * 2);
+        stats.files.store(files.len() as u64, Ordering::Relaxed);
+        let (chunk_tx, mut rx) = tokio::sync::mpsc::channel(parallelism * 2);
+        let handle = tokio::runtime::Handle::current();
+        producers.spawn_blocking("the log reader", move || {
+            read_chunks(files, boundary, chunk_tx, handle)
+        });
+        producers.spawn("the log parser", async move {
             let chunks = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
             let mut parsed = chunks
                 .map(|chunk| {
@@ -153,7 +157,7 @@ impl LogsSource {
                         let bytes = chunk.data.len() as u64;
                         let parsed = tokio::task::spawn_blocking(move || parser.parse(&chunk))
                             .await
-                            .map_err(|e| Error::Internal(format!("parser panicked: {e}")))??;
+                            .map_err(|e| crate::producers::join_error("a log parser", e))??;
                         Ok::<_, Error>((parsed, bytes))
                     }
                 })
@@ -169,8 +173,7 @@ impl LogsSource {
                                 file: first.file.to_string(),
                                 line: first.line,
                                 message: first.error.clone(),
-                            }
-                            .into());
+                            });
                         }
                         OnError::Skip => {}
                         OnError::DeadLetter => {
@@ -198,7 +201,7 @@ impl LogsSource {
             }
             Ok(())
         });
-        builder.build()
+        producers.into_stream()
     }
 }
 

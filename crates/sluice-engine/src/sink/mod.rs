@@ -1,10 +1,12 @@
 //! Sinks: where a task's output goes. Parquet on any object store, with
-//! hive-style partitions and a commit that makes a run's output appear
-//! whole or not at all.
+//! hive-style partitions and a publish that a retry always heals into
+//! exactly the run's new output.
 
 mod dictionary;
 mod encoder;
 pub mod parquet;
 mod partition;
+#[cfg(test)]
+mod publish_tests;
 
 pub use parquet::{ParquetOptions, WriteSummary, write_dataset};

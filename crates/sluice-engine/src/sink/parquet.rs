@@ -1,15 +1,24 @@
 //! Writes a record batch stream as Parquet files under a destination
-//! folder, idempotently per run:
+//! folder, idempotently per run key (job, task, logical date).
 //!
-//! 1. every file is first written under a hidden name
-//!    (`.sluice-tmp-<run>-<attempt>-<n>.inprogress`, which Spark, Hive,
-//!    pyarrow, DataFusion and `*.parquet` globs all skip);
-//! 2. only when the whole stream has been written, the run's earlier output
-//!    (`part-<run>-*.parquet`, from any earlier attempt) is deleted and the
-//!    new files are renamed into place.
+//! Every file is first written under a hidden name
+//! (`.sluice-tmp-<run>-<attempt>-<n>.inprogress`, which Spark, Hive,
+//! pyarrow, DataFusion and `*.parquet` globs all skip). Only when the
+//! whole stream has been written is it published, in steps ordered so
+//! that a failure or crash at any of them is healed by the next attempt
+//! into exactly the new output, once (see [`commit`]):
 //!
-//! A failed or killed write therefore never shows partial output, and a
-//! re-run replaces its own files instead of adding to them.
+//! 1. the run's manifest, `_sluice/<run>.json` under the destination,
+//!    is rewritten to list the files of the old output and of the new
+//!    one: everything that may be visible until the publish ends;
+//! 2. old files the new output does not replace are deleted;
+//! 3. the new files are renamed into place (`part-<run>-<n>.parquet`,
+//!    replacing an old file of the same name);
+//! 4. the manifest is rewritten to list the new files alone.
+//!
+//! A retry reads the manifest, so it finds whatever an interrupted
+//! publish left, and lists only the folders of its files (for hidden
+//! files a killed attempt left), never the whole destination.
 
 use super::encoder::FileEncoder;
 use super::partition;
@@ -352,17 +361,15 @@ async fn upload(file: &mut OpenFile, bytes: Vec<u8>) -> Result<()> {
         })
 }
 
-/// Deletes files under `dir` whose name starts with `prefix` and holds a
-/// `#` (partial local uploads).
+/// Deletes files under `dir` (not below) whose name starts with `prefix`
+/// and holds a `#` (partial local uploads).
 fn remove_local_partials(dir: &std::path::Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
-            remove_local_partials(&path, prefix);
-        } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
+        if let Some(name) = path.file_name().and_then(|n| n.to_str())
             && name.starts_with(prefix)
             && name.contains('#')
         {
@@ -371,43 +378,155 @@ fn remove_local_partials(dir: &std::path::Path, prefix: &str) {
     }
 }
 
-/// Replaces the run's earlier files with the new ones.
+/// Where the destination keeps, per run key, the files its output is
+/// made of. A leading `_` hides it from Spark, Hive and pyarrow; it is
+/// no `.parquet`, so globs and DataFusion skip it too.
+const MANIFEST_DIR: &str = "_sluice";
+
+fn manifest_path(dest: &Location, run_key: &str) -> Path {
+    dest.path
+        .clone()
+        .join(MANIFEST_DIR)
+        .join(format!("{run_key}.json"))
+}
+
+/// The files the manifest lists, relative to the destination; `None`
+/// when there is no manifest (the run key's first publish).
+async fn read_manifest(dest: &Location, run_key: &str) -> Result<Option<Vec<Path>>> {
+    let path = manifest_path(dest, run_key);
+    let bytes = match dest.store.get(&path).await {
+        Ok(got) => got
+            .bytes()
+            .await
+            .map_err(|e| Error::store(format!("reading {path}"), e))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::store(format!("reading {path}"), e)),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Internal(format!("{path} is not a Sluice manifest: {e}")))?;
+    let files = value
+        .get("files")
+        .and_then(|f| f.as_array())
+        .ok_or_else(|| Error::Internal(format!("{path} lists no files")))?;
+    // Stored as written (already encoded), so parsed, not re-encoded.
+    let base = dest.path.as_ref();
+    files
+        .iter()
+        .filter_map(|f| f.as_str())
+        .map(|f| {
+            let full = if base.is_empty() {
+                f.to_string()
+            } else {
+                format!("{base}/{f}")
+            };
+            Path::parse(&full)
+                .map_err(|e| Error::Internal(format!("{path} lists a bad path {f}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+async fn write_manifest(dest: &Location, run_key: &str, files: &[Path]) -> Result<()> {
+    let prefix = dest.path.as_ref();
+    let relative: Vec<&str> = files
+        .iter()
+        .map(|f| {
+            f.as_ref()
+                .strip_prefix(prefix)
+                .unwrap_or(f.as_ref())
+                .trim_start_matches('/')
+        })
+        .collect();
+    let text = serde_json::json!({ "run": run_key, "files": relative }).to_string();
+    let path = manifest_path(dest, run_key);
+    dest.store
+        .put(&path, text.into())
+        .await
+        .map_err(|e| Error::store(format!("writing {path}"), e))?;
+    Ok(())
+}
+
+/// The folder a file is in.
+fn folder_of(path: &Path) -> Path {
+    let mut parts: Vec<_> = path.parts().collect();
+    parts.pop();
+    Path::from_iter(parts)
+}
+
+/// Publishes `written` as the output of `run_key`, replacing what an
+/// earlier attempt or run published (see the module's documentation for
+/// the order of the steps and why each failure heals).
 async fn commit(dest: &Location, run_key: &str, written: &[Written]) -> Result<()> {
+    let new: Vec<Path> = written.iter().map(|w| w.final_path.clone()).collect();
+    let listed = read_manifest(dest, run_key).await?;
+    let mut folders: Vec<Path> = new
+        .iter()
+        .chain(listed.iter().flatten())
+        .map(folder_of)
+        .collect();
+    folders.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+    folders.dedup();
+    // What earlier attempts left in those folders: their published files
+    // (the first publish has no manifest to say) and hidden leftovers.
     let old_prefix = format!("part-{run_key}-");
     let stale_tmp = format!("{TMP_PREFIX}{run_key}-");
-    let mut listing = dest.store.list(Some(&dest.path));
-    let mut remove = Vec::new();
-    while let Some(meta) = listing.next().await {
-        let meta = meta.map_err(|e| Error::store(format!("listing {}", dest.url()), e))?;
-        let name = meta.location.filename().unwrap_or_default();
-        let ours = written.iter().any(|w| w.tmp == meta.location);
-        if !ours && (name.starts_with(&old_prefix) || name.starts_with(&stale_tmp)) {
-            remove.push(meta.location);
-        }
-    }
-    drop(listing);
-    if dest.store_url.scheme() == "file" {
-        // A killed upload to a local store leaves its partial file under a
-        // name the store's listing hides (`<name>#<n>`); remove those too.
-        let root = std::path::PathBuf::from(format!("/{}", dest.path));
-        let prefix = stale_tmp.clone();
-        tokio::task::spawn_blocking(move || remove_local_partials(&root, &prefix))
+    let mut old: Vec<Path> = listed.unwrap_or_default();
+    let mut stale = Vec::new();
+    for folder in &folders {
+        let found = dest
+            .store
+            .list_with_delimiter(Some(folder))
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-    }
-    for path in remove {
-        match dest.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(Error::store(format!("removing earlier output {path}"), e)),
+            .map_err(|e| Error::store(format!("listing {folder}"), e))?;
+        for meta in found.objects {
+            let name = meta.location.filename().unwrap_or_default();
+            if name.starts_with(&old_prefix) {
+                if !old.contains(&meta.location) {
+                    old.push(meta.location);
+                }
+            } else if name.starts_with(&stale_tmp)
+                && !written.iter().any(|w| w.tmp == meta.location)
+            {
+                stale.push(meta.location);
+            }
+        }
+        if dest.store_url.scheme() == "file" {
+            // A killed upload to a local store leaves its partial file
+            // under a name the store's listing hides (`<name>#<n>`).
+            let dir = std::path::PathBuf::from(format!("/{folder}"));
+            let prefix = stale_tmp.clone();
+            tokio::task::spawn_blocking(move || remove_local_partials(&dir, &prefix))
+                .await
+                .map_err(|e| crate::producers::join_error("removing partial uploads", e))?;
         }
     }
+    for path in &stale {
+        delete_if_there(dest, path, "removing a leftover temporary file").await?;
+    }
+    // 1. Everything that may be visible until this publish ends.
+    let mut visible = old.clone();
+    visible.extend(new.iter().filter(|p| !old.contains(p)).cloned());
+    write_manifest(dest, run_key, &visible).await?;
+    // 2. Old files that no new file replaces.
+    for path in old.iter().filter(|p| !new.contains(p)) {
+        delete_if_there(dest, path, "removing earlier output").await?;
+    }
+    // 3. The new files, each replacing an old one of the same name.
     for w in written {
         dest.store
             .rename(&w.tmp, &w.final_path)
             .await
             .map_err(|e| Error::store(format!("publishing {}", w.final_path), e))?;
     }
-    Ok(())
+    // 4. The output is the new files alone.
+    write_manifest(dest, run_key, &new).await
+}
+
+async fn delete_if_there(dest: &Location, path: &Path, what: &str) -> Result<()> {
+    match dest.store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(Error::store(format!("{what} {path}"), e)),
+    }
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ pub fn python_script(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Every file under `dir`, relative, sorted.
+/// Every file under `dir` (but publish manifests), relative, sorted.
 pub fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -111,6 +111,10 @@ pub fn files_under(dir: &Path) -> Vec<String> {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
+                // Publish manifests (`_sluice/<run>.json`) are no data.
+                if p.file_name().is_some_and(|n| n == "_sluice") {
+                    continue;
+                }
                 walk(base, &p, out);
             } else {
                 out.push(
