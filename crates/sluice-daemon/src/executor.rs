@@ -124,6 +124,9 @@ pub struct Options {
     pub heartbeat: Duration,
     /// How long running tasks may take to finish after a stop signal.
     pub shutdown_grace: Duration,
+    /// How long a failing state store is retried before the daemon gives
+    /// up; tasks already running go on meanwhile.
+    pub state_outage_limit: Duration,
     /// This process's name in the state store.
     pub worker_id: String,
     /// Create runs from schedules (off for a backfill).
@@ -139,6 +142,7 @@ impl Default for Options {
             scan_interval: Duration::from_secs(1),
             heartbeat: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
+            state_outage_limit: Duration::from_secs(600),
             worker_id: format!(
                 "{}-{}",
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "sluice".into()),
@@ -272,41 +276,135 @@ impl Daemon {
             .map(|_| now)
             .collect();
         let mut next_scan = Instant::now();
+        // Heartbeats go on their own task: a slow pass of the loop (or a
+        // state store outage it is waiting out) must not make another
+        // replica take this one's tasks for abandoned.
+        let _heartbeats = self.spawn_heartbeats();
+        // Since when, and how many times in a row, the state store failed.
+        let mut outage: Option<(Instant, u32)> = None;
         loop {
-            if Instant::now() >= next_scan {
-                self.scan().await?;
-                next_scan = Instant::now() + self.opts.scan_interval;
-            }
-            let wake = self.dispatch().await?;
-            if let Some(only) = &self.opts.only
-                && self.running.is_empty()
-                && only.iter().all(|k| !self.active.contains_key(k))
-            {
-                // A backfill is done when its runs have left the active set
-                // (finished) and nothing runs.
-                let rows = self.store.runs_in(&["queued", "running"]).await?;
-                if !rows
-                    .iter()
-                    .any(|r| only.contains(&(r.dag.clone(), r.run_id.clone())))
-                {
-                    break;
-                }
-            }
-            let until = wake.map_or(next_scan, |w| w.min(next_scan));
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
-                    self.joined(joined).await?;
-                    // Take every other finished task before dispatching again.
-                    while let Some(joined) = self.running.try_join_next_with_id() {
-                        self.joined(joined).await?;
+            match self.turn(&mut next_scan, &mut shutdown).await {
+                Ok(false) => {
+                    if let Some((since, _)) = outage.take() {
+                        tracing::info!(after = %humanize(since.elapsed()), "state store reachable again");
                     }
                 }
-                () = tokio::time::sleep_until(until.into()) => {}
+                Ok(true) => break,
+                Err(e @ crate::error::Error::State { .. }) => {
+                    let (since, failures) = outage.get_or_insert((Instant::now(), 0));
+                    *failures += 1;
+                    if since.elapsed() >= self.opts.state_outage_limit {
+                        tracing::error!(error = %e, limit = %humanize(self.opts.state_outage_limit), "state store still failing; giving up");
+                        return Err(e);
+                    }
+                    let delay = retry_delay(
+                        Duration::from_millis(100),
+                        Duration::from_secs(10),
+                        *failures,
+                    );
+                    tracing::warn!(error = %e, retry_in = %humanize(delay), running = self.running.len(), "state store failed; running tasks go on, retrying");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    // Read everything again, and put back claims that may
+                    // have committed although their answer was lost.
+                    next_scan = Instant::now();
+                    if let Err(e) = self.requeue_lost_claims().await {
+                        tracing::warn!(error = %e, "could not check this replica's claims yet");
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         self.drain().await
+    }
+
+    /// One turn of the loop: scan when due, start what is ready, then wait
+    /// for a task to end, the next wake-up or the stop signal. Returns
+    /// whether to stop.
+    async fn turn<F: std::future::Future<Output = ()>>(
+        &mut self,
+        next_scan: &mut Instant,
+        shutdown: &mut std::pin::Pin<&mut F>,
+    ) -> Result<bool> {
+        if Instant::now() >= *next_scan {
+            self.scan().await?;
+            *next_scan = Instant::now() + self.opts.scan_interval;
+        }
+        let wake = self.dispatch().await?;
+        if let Some(only) = &self.opts.only
+            && self.running.is_empty()
+            && only.iter().all(|k| !self.active.contains_key(k))
+        {
+            // A backfill is done when its runs have left the active set
+            // (finished) and nothing runs.
+            let rows = self.store.runs_in(&["queued", "running"]).await?;
+            if !rows
+                .iter()
+                .any(|r| only.contains(&(r.dag.clone(), r.run_id.clone())))
+            {
+                return Ok(true);
+            }
+        }
+        let until = wake.map_or(*next_scan, |w| w.min(*next_scan));
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => return Ok(true),
+            Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                self.joined(joined).await?;
+                // Take every other finished task before dispatching again.
+                while let Some(joined) = self.running.try_join_next_with_id() {
+                    self.joined(joined).await?;
+                }
+            }
+            () = tokio::time::sleep_until(until.into()) => {}
+        }
+        Ok(false)
+    }
+
+    /// Starts the heartbeat task; it stops when the returned set is dropped.
+    fn spawn_heartbeats(&self) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        let (store, clock) = (self.store.clone(), self.clock.clone());
+        let (worker, every) = (self.opts.worker_id.clone(), self.opts.heartbeat);
+        set.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.heartbeat(&worker, micros(clock.now())).await {
+                    tracing::warn!(error = %e, "heartbeat not recorded");
+                }
+            }
+        });
+        set
+    }
+
+    /// After a state store error: task instances the store says this
+    /// replica runs but that it does not (a claim whose commit's answer
+    /// was lost) go back to be scheduled.
+    async fn requeue_lost_claims(&mut self) -> Result<()> {
+        let running: HashSet<(String, String, String)> = self
+            .in_flight
+            .values()
+            .flat_map(|a| {
+                a.members
+                    .iter()
+                    .map(|m| (a.dag.clone(), a.run_id.clone(), m.clone()))
+            })
+            .collect();
+        let n = self
+            .store
+            .requeue_unowned(&self.opts.worker_id, &running)
+            .await?;
+        if n > 0 {
+            tracing::warn!(
+                task_instances = n,
+                "re-queued claims this replica made but did not start"
+            );
+        }
+        Ok(())
     }
 
     /// Puts back task instances a dead process left running. SQLite is
@@ -362,9 +460,6 @@ impl Daemon {
             .last_heartbeat
             .is_none_or(|t| now >= after(t, self.opts.heartbeat))
         {
-            self.store
-                .heartbeat(&self.opts.worker_id, micros(now))
-                .await?;
             self.last_heartbeat = Some(now);
             if self.store.is_postgres() {
                 self.recover().await?;
@@ -678,12 +773,16 @@ impl Daemon {
             now: micros(now),
             seq,
         };
-        let claimed: HashSet<String> = self
-            .store
-            .apply_and_claim(&ops, &claim)
-            .await?
-            .into_iter()
-            .collect();
+        let claimed: HashSet<String> = match self.store.apply_and_claim(&ops, &claim).await {
+            Ok(got) => got.into_iter().collect(),
+            Err(e) => {
+                self.pending.splice(0..0, ops);
+                if let Some(run) = self.active.get_mut(key) {
+                    run.dirty = true;
+                }
+                return Err(e);
+            }
+        };
         for unit in units {
             if claimed.contains(unit) {
                 self.start(key, unit, now);
@@ -1009,7 +1108,7 @@ impl Daemon {
     /// period, then cancels the rest and puts them back to be run again.
     async fn drain(&mut self) -> Result<()> {
         if self.running.is_empty() {
-            return self.flush().await;
+            return self.flush_patiently().await;
         }
         tracing::info!(running = self.running.len(), grace = %humanize(self.opts.shutdown_grace), "stopping: waiting for running tasks");
         let mut deadline = tokio::time::Instant::now() + self.opts.shutdown_grace;
@@ -1035,7 +1134,7 @@ impl Daemon {
                 Err(_) => break,
             }
         }
-        self.flush().await?;
+        self.flush_patiently().await?;
         let left: Vec<Attempt> = self.in_flight.drain().map(|(_, a)| a).collect();
         for a in &left {
             self.put_back(a).await?;
@@ -1077,13 +1176,43 @@ impl Daemon {
         self.log_seq
     }
 
+    /// Writes what is pending, waiting out a state store outage for up
+    /// to `state_outage_limit`: the last writes before exiting must not
+    /// be lost to a blip.
+    async fn flush_patiently(&mut self) -> Result<()> {
+        let since = Instant::now();
+        let mut failures = 0;
+        loop {
+            match self.flush().await {
+                Err(e @ crate::error::Error::State { .. })
+                    if since.elapsed() < self.opts.state_outage_limit =>
+                {
+                    failures += 1;
+                    let delay = retry_delay(
+                        Duration::from_millis(100),
+                        Duration::from_secs(10),
+                        failures,
+                    );
+                    tracing::warn!(error = %e, retry_in = %humanize(delay), "state store failed; retrying the last writes");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Writes the batched task instance changes and log lines.
     async fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let ops = std::mem::take(&mut self.pending);
-        self.store.apply(&ops).await
+        if let Err(e) = self.store.apply(&ops).await {
+            // Not written: kept, in order, for the next try.
+            self.pending.splice(0..0, ops);
+            return Err(e);
+        }
+        Ok(())
     }
 }
 

@@ -57,6 +57,7 @@ pub fn options(config: &DaemonConfig) -> Options {
     Options {
         workers: config.workers,
         shutdown_grace: config.shutdown_grace,
+        state_outage_limit: config.state_outage_limit,
         ..Options::default()
     }
 }

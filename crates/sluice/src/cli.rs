@@ -130,6 +130,13 @@ async fn validate(config: &DaemonConfig, paths: &[PathBuf]) -> Result<ExitCode> 
                 .map(ToString::to_string),
         );
     }
+    let warnings = config
+        .warnings()
+        .into_iter()
+        .chain(jobs.iter().flat_map(Job::warnings));
+    for w in warnings {
+        println!("warning: {w}");
+    }
     if errors.is_empty() {
         let tasks: usize = jobs.iter().map(|j| j.tasks.len()).sum();
         println!("ok: {} job(s), {tasks} task(s)", jobs.len());

@@ -12,6 +12,9 @@ use std::process::ExitCode;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config: DaemonConfig) -> Result<ExitCode> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let store = StateStore::connect(&config.state).await?;
     let mut daemon = service::daemon(store, &config, service::options(&config))?;
     tracing::info!(jobs = %config.jobs.display(), workers = config.workers, "sluice serving");

@@ -873,6 +873,110 @@ async fn user_errors_fail_at_once(backend: Backend) {
     assert!(files_under(&env.path().join("out")).is_empty());
 }
 
+// ---------------------------------------------------------------------
+// 9. The state store's connections are cut again and again mid-run: the
+// daemon waits the outage out, every run finishes, each task once.
+
+fn cut_job() -> String {
+    let mut job = String::from("retries = 0\n");
+    for i in 0..4 {
+        job.push_str(&format!(
+            "[tasks.e{i}]\nextract = \"logs\"\npath = \"$DIR/data/events.jsonl\"\nformat = \"jsonl\"\n\
+             [tasks.c{i}]\ncheck = \"SELECT count(*) > 0 FROM e{i}\"\n\
+             [tasks.o{i}]\nload = \"parquet\"\ninput = \"e{i}\"\nurl = \"file://$DIR/out/{i}/{{{{ ds }}}}/\"\n"
+        ));
+    }
+    job
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_connections_cut_mid_run() {
+    let env = Env::new(Backend::Postgres, "");
+    write_jsonl(&env.path().join("data/events.jsonl"), 200_000);
+    env.write_job("cut", &cut_job());
+    let db = env.state.rsplit('/').next().unwrap().to_string();
+    let log = std::fs::File::create(env.log_path(1)).unwrap();
+    let mut backfill = env
+        .sluice()
+        .args([
+            "backfill",
+            "cut",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-08",
+        ])
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sluice backfill");
+    let store = env.store().await;
+    // Once the runs exist, cut every connection to the state store every
+    // few milliseconds until the backfill ends: idle ones the pool
+    // replaces unseen, so statements in flight must be hit too.
+    wait_for("the runs", Duration::from_secs(30), || async {
+        (store.recent_runs("cut", 100).await.ok()?.len() == 8).then_some(())
+    })
+    .await;
+    let kill = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+    );
+    let t0 = Instant::now();
+    let mut cut = 0;
+    // Until every run has ended; then the command reports, undisturbed.
+    let mut check = Instant::now();
+    loop {
+        if backfill.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the backfill hangs: {}",
+            env.log(1)
+        );
+        cut += common::psql("test", &kill)
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if check.elapsed() > Duration::from_millis(500) {
+            check = Instant::now();
+            let done = common::psql(
+                &db,
+                "SELECT count(*) FROM dag_runs WHERE state IN ('success', 'failed')",
+            );
+            if done.trim() == "8" {
+                break;
+            }
+        }
+    }
+    let status = backfill.wait().unwrap();
+    let log = env.log(1);
+    assert!(status.success(), "{log}");
+    assert!(cut >= 3, "only {cut} connections were cut: {log}");
+    assert!(
+        log.contains("state store failed"),
+        "no outage was met: {log}"
+    );
+    let store = env.store().await;
+    let runs = store.recent_runs("cut", 100).await.unwrap();
+    assert_eq!(runs.len(), 8);
+    for r in &runs {
+        assert_eq!(r.state, "success", "{r:?}");
+        for t in store.task_instances("cut", &r.run_id).await.unwrap() {
+            assert_eq!((t.state.as_str(), t.failures), ("success", 0), "{t:?}");
+        }
+    }
+    // Each load published once per date.
+    for i in 0..4 {
+        for day in 1..=8 {
+            let dir = env.path().join(format!("out/{i}/2026-11-{day:02}"));
+            assert_eq!(files_under(&dir).len(), 1, "{}", dir.display());
+        }
+    }
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {

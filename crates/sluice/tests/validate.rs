@@ -167,3 +167,32 @@ fn usage_errors_exit_2() {
     let out = run(sluice(dir.path()).args(["run"]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn warnings_do_not_fail_validation() {
+    // A local staging folder beside a state store replicas share, and an
+    // append load in a scheduled job: allowed, but said.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        "state = \"postgres://postgres@127.0.0.1:5432/test\"\nstaging = \"file:///srv/staging\"\n",
+    )
+    .unwrap();
+    let job = format!(
+        "{BASE}\n[tasks.db]\nload = \"sql\"\ninput = \"daily\"\nconnection = \"sqlite://x.db\"\ntable = \"daily\"\n"
+    );
+    std::fs::write(dir.path().join("jobs/x.toml"), job).unwrap();
+    let out = run(sluice(dir.path()).args(["validate", "jobs/x.toml"]));
+    let text = stdout(&out) + &stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("sluice.toml: staging = \"file:///srv/staging\" is a local folder"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: jobs/x.toml: tasks.db.mode: an append load in a scheduled job"),
+        "{text}"
+    );
+    assert!(text.contains("ok: 1 job(s), 4 task(s)"), "{text}");
+}

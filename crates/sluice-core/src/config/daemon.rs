@@ -28,6 +28,8 @@ struct RawDaemon {
     memory_limit: String,
     #[serde(default = "default_shutdown_grace")]
     shutdown_grace: String,
+    #[serde(default = "default_state_outage_limit")]
+    state_outage_limit: String,
     #[serde(default)]
     api_token: Option<String>,
     #[serde(default)]
@@ -63,6 +65,10 @@ fn default_workers() -> usize {
 fn default_memory_limit() -> String {
     "2GiB".into()
 }
+fn default_state_outage_limit() -> String {
+    "10m".into()
+}
+
 fn default_shutdown_grace() -> String {
     "30s".into()
 }
@@ -114,6 +120,9 @@ pub struct DaemonConfig {
     pub workers: usize,
     pub memory_limit: u64,
     pub shutdown_grace: Duration,
+    /// How long the daemon keeps retrying a state store that fails before
+    /// it gives up and exits; running tasks go on meanwhile.
+    pub state_outage_limit: Duration,
     pub api_token: Option<String>,
     pub connections: IndexMap<String, Connection>,
 }
@@ -128,10 +137,33 @@ const OVERRIDABLE: &[(&str, bool)] = &[
     ("workers", true),
     ("memory_limit", false),
     ("shutdown_grace", false),
+    ("state_outage_limit", false),
     ("api_token", false),
 ];
 
 impl DaemonConfig {
+    /// What is allowed but likely wrong, for `sluice validate` and the
+    /// daemon's start. A PostgreSQL state store serves several replicas,
+    /// and a task claimed by one replica reads what another staged: on a
+    /// local folder it is not there, unless the folder is a network file
+    /// system mounted on every replica (so this is no error).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let shared_state =
+            self.state.starts_with("postgres://") || self.state.starts_with("postgresql://");
+        if shared_state && self.staging.starts_with("file://") {
+            out.push(format!(
+                "{}staging = \"{}\" is a local folder while the state store is PostgreSQL, which several replicas share: a task run by one replica cannot read what another staged unless the folder is a network file system mounted on every replica; use s3://, gs:// or az:// staging",
+                self.file
+                    .as_ref()
+                    .map(|f| format!("{}: ", f.display()))
+                    .unwrap_or_default(),
+                self.staging
+            ));
+        }
+        out
+    }
+
     /// The embedded defaults, with `SLUICE_*` overrides applied.
     pub fn defaults(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         Self::parse("", Path::new(""), env)
@@ -197,6 +229,10 @@ impl DaemonConfig {
             errors.push(ConfigError::new(file, "shutdown_grace", m));
             Duration::ZERO
         });
+        let state_outage_limit = parse_duration(&raw.state_outage_limit).unwrap_or_else(|m| {
+            errors.push(ConfigError::new(file, "state_outage_limit", m));
+            Duration::ZERO
+        });
         if raw.workers == 0 {
             errors.push(ConfigError::new(file, "workers", "must be at least 1"));
         }
@@ -244,6 +280,7 @@ impl DaemonConfig {
             workers: raw.workers,
             memory_limit,
             shutdown_grace,
+            state_outage_limit,
             api_token: raw.api_token.filter(|t| !t.is_empty()),
             connections,
         })
@@ -252,6 +289,38 @@ impl DaemonConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn local_staging_beside_a_shared_state_store_is_a_warning() {
+        let parse = |text: &str| {
+            super::DaemonConfig::parse(text, std::path::Path::new("sluice.toml"), &|_| None)
+                .unwrap()
+        };
+        let w =
+            parse("state = \"postgres://h/db\"\nstaging = \"file:///data/staging\"\n").warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("staging = \"file:///data/staging\""),
+            "{w:?}"
+        );
+        assert!(w[0].contains("network file system"), "{w:?}");
+        assert_eq!(
+            parse("state = \"postgres://h/db\"\nstaging = \"file://./data/staging\"\n")
+                .warnings()
+                .len(),
+            1
+        );
+        assert!(
+            parse("state = \"postgres://h/db\"\nstaging = \"s3://b/staging\"\n")
+                .warnings()
+                .is_empty()
+        );
+        assert!(
+            parse("state = \"sqlite://s.db\"\nstaging = \"file:///data/staging\"\n")
+                .warnings()
+                .is_empty()
+        );
+    }
+
     use super::*;
 
     fn no_env(_: &str) -> Option<String> {

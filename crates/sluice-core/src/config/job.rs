@@ -61,6 +61,26 @@ impl Job {
         self.tasks.iter().find(|t| t.id == id)
     }
 
+    /// What is allowed but likely wrong, for `sluice validate`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.schedule.is_none() {
+            return out;
+        }
+        for task in &self.tasks {
+            if let TaskKind::Load(super::Load::Sql(l)) = &task.kind
+                && l.mode == super::LoadMode::Append
+            {
+                out.push(format!(
+                    "{}: tasks.{}.mode: an append load in a scheduled job adds a date's rows again whenever that date runs again (sluice clear, a backfill); use mode = \"upsert\" or \"replace\" if re-runs should replace them",
+                    self.file.display(),
+                    task.id
+                ));
+            }
+        }
+        out
+    }
+
     /// The data interval whose logical date falls on `date` (in the job's
     /// timezone): it starts at the first schedule tick on that day and ends
     /// at the next tick. A job without a schedule, or whose schedule does
@@ -520,6 +540,32 @@ url = "file:///tmp/out/"
         assert!(
             err.contains("tasks.publish.input: unknown upstream task \"dayly\""),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_append_load_in_a_scheduled_job_is_a_warning() {
+        let text = "schedule = \"@daily\"\n[tasks.src]\ncheck = \"SELECT true\"\n[tasks.t]\nextract = \"logs\"\npath = \"x/*.log\"\nformat = \"jsonl\"\n[tasks.db]\nload = \"sql\"\ninput = \"t\"\nconnection = \"sqlite://x.db\"\ntable = \"t\"\n";
+        let job = parse_job(text, Path::new("j.toml"), &|_| None).unwrap();
+        let w = job.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("j.toml: tasks.db.mode: an append load"),
+            "{w:?}"
+        );
+        let upsert = text.replace("table = \"t\"", "table = \"t\"\nmode = \"replace\"");
+        assert!(
+            parse_job(&upsert, Path::new("j.toml"), &|_| None)
+                .unwrap()
+                .warnings()
+                .is_empty()
+        );
+        let manual = text.replace("schedule = \"@daily\"\n", "");
+        assert!(
+            parse_job(&manual, Path::new("j.toml"), &|_| None)
+                .unwrap()
+                .warnings()
+                .is_empty()
         );
     }
 

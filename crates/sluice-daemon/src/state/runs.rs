@@ -697,6 +697,34 @@ impl StateStore {
         Ok(done)
     }
 
+    /// Puts back this worker's running task instances that are not in
+    /// `running` (dag, run id, task): claims whose commit reached the
+    /// store although the answer did not reach the worker. Returns how
+    /// many.
+    pub async fn requeue_unowned(
+        &self,
+        worker: &str,
+        running: &std::collections::HashSet<(String, String, String)>,
+    ) -> Result<u64> {
+        let claimed: Vec<(String, String, String)> = self
+            .fetch(
+                sqlx::query(
+                    "SELECT dag, run_id, task FROM task_instances WHERE worker = $1 AND state = 'running'",
+                )
+                .bind(worker),
+                |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+            )
+            .await?;
+        let mut n = 0;
+        for key in claimed {
+            if !running.contains(&key) {
+                self.requeue(&key.0, &key.1, &key.2).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Puts back one of this worker's running task instances (shutdown).
     pub async fn requeue(&self, dag: &str, run_id: &str, task: &str) -> Result<()> {
         self.exec(

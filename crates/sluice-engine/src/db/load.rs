@@ -190,6 +190,14 @@ async fn postgres(
     let mut conn = target.connect::<sqlx::PgConnection>().await?;
     let mut tx = conn.begin().await.map_err(fail("starting a transaction"))?;
     if spec.create {
+        // Two loads creating one new table at once collide in the catalog
+        // (a duplicate pg_type row), IF NOT EXISTS notwithstanding: the
+        // second waits for the first's commit, then finds the table.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("sluice create {}", plan.table))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail("locking the table's creation"))?;
         (&mut *tx)
             .execute(AssertSqlSafe(create_statement(spec, plan)?))
             .await
@@ -560,4 +568,83 @@ fn literal(array: &dyn Array, row: usize, kind: DbKind, out: &mut String) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use std::sync::Arc;
+
+    fn rows(from: i64, n: i64) -> SendableRecordBatchStream {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(from..from + n))],
+        )
+        .unwrap();
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(vec![Ok(batch)]),
+        ))
+    }
+
+    /// Two tasks loading into one table that does not exist yet, both
+    /// with `create = true`, at the same moment: both succeed, every row
+    /// lands once. PostgreSQL used to fail one with a duplicate key in
+    /// pg_type although it had loaded.
+    async fn concurrent_creates(url: &str, table: &str) {
+        let config =
+            DaemonConfig::parse("", std::path::Path::new("sluice.toml"), &|_| None).unwrap();
+        let spec = |input: &str| SqlLoad {
+            input: input.into(),
+            connection: url.into(),
+            table: table.into(),
+            mode: LoadMode::Append,
+            create: true,
+            batch_size: 1000,
+        };
+        for round in 0..5 {
+            let t = format!("{table}_{round}");
+            let (a, b) = (spec("a"), spec("b"));
+            let (ra, rb) = tokio::join!(
+                load(&config, &a, &t, rows(0, 500)),
+                load(&config, &b, &t, rows(500, 500))
+            );
+            assert_eq!(ra.expect("first load"), 500, "round {round}");
+            assert_eq!(rb.expect("second load"), 500, "round {round}");
+        }
+    }
+
+    fn unique(prefix: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_on_postgres() {
+        concurrent_creates(
+            "postgres://postgres@127.0.0.1:5432/test",
+            &unique("created"),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_on_mysql() {
+        concurrent_creates("mysql://root@127.0.0.1:3306/test", &unique("created")).await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        std::fs::File::create(&file).unwrap();
+        concurrent_creates(&format!("sqlite://{}", file.display()), "created").await;
+    }
 }
