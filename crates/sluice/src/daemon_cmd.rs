@@ -75,13 +75,25 @@ pub async fn backfill(
     daemon.jobs_mut().insert(job.clone());
     daemon.serve(stop_signal()).await?;
     let store = daemon.store();
+    // The report waits out a state store outage as the daemon did.
+    let limit = config.state_outage_limit;
     let mut ok = true;
     for (dag, run_id) in &keys {
-        if let Some(run) = store.run(dag, run_id).await? {
+        if let Some(run) = patiently(limit, || store.run(dag, run_id)).await? {
             ok &= run.state == "success";
         }
     }
-    print!("{}", runs_table(store, &job.name, keys.len() as i64).await?);
+    let limit_rows = keys.len() as i64;
+    let table = patiently(limit, || async {
+        runs_table(store, &job.name, limit_rows).await.map_err(|e| {
+            match e.downcast::<sluice_daemon::Error>() {
+                Ok(state) => state,
+                Err(other) => sluice_daemon::Error::Invalid(format!("{other:#}")),
+            }
+        })
+    })
+    .await?;
+    print!("{table}");
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -153,4 +165,25 @@ async fn runs_table(store: &StateStore, dag: &str, limit: i64) -> Result<String>
         &rows,
         99,
     ))
+}
+
+/// Runs `read` until it succeeds or fails otherwise than by a state store
+/// error, or `limit` has passed, with growing waits between tries.
+async fn patiently<T, F, Fut>(limit: std::time::Duration, mut read: F) -> sluice_daemon::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sluice_daemon::Result<T>>,
+{
+    let since = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match read().await {
+            Err(e @ sluice_daemon::Error::State { .. }) if since.elapsed() < limit => {
+                tracing::warn!(error = %e, "state store failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
