@@ -882,7 +882,10 @@ impl Daemon {
                     return Ok(());
                 };
                 let message = if e.is_panic() {
-                    format!("the task panicked: {}", panic_message(e.into_panic()))
+                    format!(
+                        "the task panicked: {}",
+                        sluice_engine::panic_message(e.into_panic())
+                    )
                 } else {
                     "the task was cancelled".to_string()
                 };
@@ -1266,16 +1269,5 @@ fn humanize(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{:.3}s", d.as_secs_f64())
-    }
-}
-
-/// The text a panic was raised with, when it was a string.
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(s) => (*s).to_string(),
-            Err(_) => "(no message)".into(),
-        },
     }
 }

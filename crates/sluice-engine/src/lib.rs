@@ -16,3 +16,4 @@ pub mod store;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
+pub use producers::panic_message;

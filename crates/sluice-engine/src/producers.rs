@@ -197,7 +197,7 @@ pub(crate) fn join_error(name: &str, e: JoinError) -> Error {
 }
 
 /// The text a panic was raised with, when it was a string.
-pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(s) => *s,
         Err(payload) => match payload.downcast::<&'static str>() {
