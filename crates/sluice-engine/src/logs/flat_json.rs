@@ -554,6 +554,117 @@ mod tests {
         assert_eq!(fast(&s, &text).unwrap(), reference(&s, &text).unwrap());
     }
 
+    /// A JSON value for one of the test schema's keys: mostly of the
+    /// key's type, at and past its limits, sometimes of another type.
+    fn json_value(key: &'static str) -> proptest::strategy::BoxedStrategy<String> {
+        use proptest::prelude::*;
+        let text =
+            "[ -~é日😀\\\"\t\n\u{1}]{0,12}".prop_map(|s| serde_json::Value::String(s).to_string());
+        let typed: BoxedStrategy<String> = match key {
+            "ts" => (
+                1i32..=9999,
+                1u32..=12,
+                1u32..=28,
+                0u32..24,
+                0u32..60,
+                0u32..60,
+                0u32..1_000_000,
+                prop::sample::select(vec!["Z", "+05:30", "-08:00", ""]),
+            )
+                .prop_map(|(y, mo, d, h, mi, s, us, z)| {
+                    format!("\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}{z}\"")
+                })
+                .boxed(),
+            "d" => (1i32..=9999, 1u32..=12, 1u32..=31)
+                .prop_map(|(y, m, d)| format!("\"{y:04}-{m:02}-{d:02}\""))
+                .boxed(),
+            "s" => text.clone().boxed(),
+            "i" => any::<i64>().prop_map(|n| n.to_string()).boxed(),
+            "small" => (-300i32..300).prop_map(|n| n.to_string()).boxed(),
+            "u" => (-5i64..70_000).prop_map(|n| n.to_string()).boxed(),
+            "f" | "g" => prop_oneof![
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(|f| format!("{f:e}")),
+                any::<i32>().prop_map(|n| n.to_string()),
+                (-1000.0f64..1000.0).prop_map(|f| f.to_string()),
+            ]
+            .boxed(),
+            "b" => any::<bool>().prop_map(|b| b.to_string()).boxed(),
+            _ => text.clone().boxed(),
+        };
+        prop_oneof![
+            8 => typed,
+            1 => Just("null".to_string()),
+            1 => prop_oneof![text, Just("[1]".to_string()), Just("{}".to_string()), Just("1.5".to_string()), Just("true".to_string())],
+        ]
+        .boxed()
+    }
+
+    fn json_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let keys = vec!["ts", "s", "i", "small", "u", "f", "g", "b", "d", "other"];
+        prop::sample::subsequence(keys, 0..=10)
+            .prop_shuffle()
+            .prop_flat_map(|keys| {
+                let values: Vec<_> = keys.iter().map(|k| json_value(k)).collect();
+                (Just(keys), values, any::<bool>())
+            })
+            .prop_map(|(keys, values, spaced)| {
+                let sep = if spaced { " , " } else { "," };
+                let fields: Vec<String> = keys
+                    .iter()
+                    .zip(values)
+                    .map(|(k, v)| format!("\"{k}\":{v}"))
+                    .collect();
+                format!("{{{}}}", fields.join(sep))
+            })
+    }
+
+    /// Differential: whatever lines the fast path decodes, it decodes as
+    /// arrow-json does; what arrow-json rejects, it leaves alone. Most
+    /// generated chunks must take the fast path, or this proves nothing.
+    #[test]
+    fn generated_lines_decode_as_arrow_json_does() {
+        use proptest::strategy::Strategy;
+        let cases = 4000;
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases,
+            failure_persistence: None,
+            ..Default::default()
+        });
+        let fast_taken = std::cell::Cell::new(0u32);
+        let s = schema();
+        runner
+            .run(
+                &proptest::collection::vec(json_line(), 1..4).boxed(),
+                |lines| {
+                    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                    match (fast(&s, &text), reference(&s, &text)) {
+                        (Some(got), Ok(want)) => {
+                            fast_taken.set(fast_taken.get() + 1);
+                            proptest::prop_assert_eq!(got, want, "{}", text);
+                        }
+                        (Some(got), Err(e)) => proptest::prop_assert!(
+                            false,
+                            "fast path took what arrow-json rejects ({}): {} -> {:?}",
+                            e,
+                            text,
+                            got
+                        ),
+                        (None, _) => {}
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert!(
+            fast_taken.get() > cases / 10,
+            "only {} of {cases} chunks took the fast path",
+            fast_taken.get()
+        );
+    }
+
     /// Lines the fast path leaves to arrow-json: a chunk holding one of
     /// them is not decoded here at all.
     #[test]
