@@ -223,7 +223,10 @@ pub struct Daemon {
     paused: HashSet<String>,
     /// When each free worker became free, oldest first (one per worker).
     free_since: VecDeque<Instant>,
-    last_heartbeat: Option<DateTime<Utc>>,
+    /// When other replicas' abandoned task instances were last looked
+    /// for (PostgreSQL), once a heartbeat interval; this replica's own
+    /// heartbeats have a task of their own.
+    last_recover: Option<DateTime<Utc>>,
     log_seq: i64,
     /// Writes not yet sent to the state store; see [`Daemon::flush`].
     pending: Vec<Op>,
@@ -249,7 +252,7 @@ impl Daemon {
             in_flight: HashMap::new(),
             paused: HashSet::new(),
             free_since: VecDeque::new(),
-            last_heartbeat: None,
+            last_recover: None,
             log_seq: 0,
             pending: Vec::new(),
             stats: Stats::default(),
@@ -456,14 +459,13 @@ impl Daemon {
                 }
             }
         }
-        if self
-            .last_heartbeat
-            .is_none_or(|t| now >= after(t, self.opts.heartbeat))
+        if self.store.is_postgres()
+            && self
+                .last_recover
+                .is_none_or(|t| now >= after(t, self.opts.heartbeat))
         {
-            self.last_heartbeat = Some(now);
-            if self.store.is_postgres() {
-                self.recover().await?;
-            }
+            self.last_recover = Some(now);
+            self.recover().await?;
         }
         self.refresh().await?;
         self.check_sla(now).await
