@@ -194,7 +194,14 @@ impl<'a> Cursor<'a> {
             let off = memchr::memchr(b'"', &bytes[i..])
                 .ok_or_else(|| format!("unterminated quote in {what}"))?;
             let q = i + off;
-            if q > start && bytes[q - 1] == b'\\' && !(q > start + 1 && bytes[q - 2] == b'\\') {
+            // Apache writes `\` as `\\` and `"` as `\"`: a quote is escaped
+            // when an odd number of backslashes precede it.
+            let backslashes = bytes[start..q]
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'\\')
+                .count();
+            if backslashes % 2 == 1 {
                 i = q + 1;
                 continue;
             }
@@ -276,7 +283,8 @@ struct TimeCache {
 
 impl TimeCache {
     fn parse(&mut self, s: &str) -> Result<i64, String> {
-        if s == self.last {
+        // The cache starts empty, so an empty `[]` must not match it.
+        if !s.is_empty() && s == self.last {
             return Ok(self.micros);
         }
         let micros = parse_clf_time(s).ok_or_else(|| {

@@ -71,3 +71,6 @@ pub fn regex_schema(
 ) -> crate::Result<SchemaRef> {
     Ok(regex::RegexParser::new(pattern, types, usize::MAX, None)?.schema())
 }
+
+#[cfg(test)]
+mod combined_differential_tests;
