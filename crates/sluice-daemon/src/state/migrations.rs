@@ -8,6 +8,9 @@ pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub statements: &'static [&'static str],
+    /// Run after `statements`, on PostgreSQL only (functions SQLite has
+    /// no counterpart for).
+    pub postgres: &'static [&'static str],
 }
 
 pub const MIGRATIONS: &[Migration] = &[
@@ -78,6 +81,7 @@ pub const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (dag, task)
         )",
         ],
+        postgres: &[],
     },
     Migration {
         version: 2,
@@ -86,6 +90,79 @@ pub const MIGRATIONS: &[Migration] = &[
             // Set when an incremental extract succeeds; copied into
             // `watermarks` in the transaction that marks its run a success.
             "ALTER TABLE task_instances ADD COLUMN watermark TEXT",
+        ],
+        postgres: &[],
+    },
+    Migration {
+        version: 3,
+        name: "sluice_apply: a batch of task updates and a claim in one round trip",
+        statements: &[],
+        // Rows come from json_to_recordset, which parses each object once
+        // (`->>` on a json value parses it again for each field).
+        postgres: &[
+            "CREATE OR REPLACE FUNCTION sluice_apply(ops json, claim json)
+            RETURNS SETOF text LANGUAGE plpgsql AS $fn$
+        DECLARE
+            claimed text[];
+            announced text[];
+            claim_at bigint;
+            claim_dag text;
+            claim_run text;
+            claim_worker text;
+            claim_seq bigint;
+        BEGIN
+            UPDATE task_instances AS ti SET state = v.state, failures = v.failures,
+                next_try_at = v.next_try_at, ended_at = v.ended_at, rows_in = v.rows_in,
+                rows_out = v.rows_out, bad_records = v.bad_records,
+                bytes_written = v.bytes_written, error = v.error, watermark = v.watermark,
+                worker = NULL
+            FROM json_to_recordset(ops->'finished') AS v(dag text, run_id text, task text,
+                state text, failures bigint, next_try_at bigint, ended_at bigint,
+                rows_in bigint, rows_out bigint, bad_records bigint, bytes_written bigint,
+                error text, watermark text)
+            WHERE ti.dag = v.dag AND ti.run_id = v.run_id AND ti.task = v.task;
+            UPDATE task_instances AS ti SET state = v.state
+            FROM json_to_recordset(ops->'states') AS v(dag text, run_id text, task text,
+                state text)
+            WHERE ti.dag = v.dag AND ti.run_id = v.run_id AND ti.task = v.task;
+            INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message)
+                SELECT v.dag, v.run_id, v.task, v.attempt, v.seq, v.at, v.level, v.message
+                FROM json_to_recordset(ops->'logs') AS v(dag text, run_id text, task text,
+                    attempt bigint, seq bigint, at bigint, level text, message text)
+                ON CONFLICT DO NOTHING;
+            IF claim IS NULL THEN
+                RETURN;
+            END IF;
+            claimed := ARRAY(SELECT json_array_elements_text(claim->'tasks'));
+            announced := ARRAY(SELECT json_array_elements_text(claim->'announce'));
+            -- Read once: `claim->>…` in a statement parses the whole claim
+            -- again for every row it is evaluated on.
+            claim_at := (claim->>'now')::bigint;
+            claim_dag := claim->>'dag';
+            claim_run := claim->>'run_id';
+            claim_worker := claim->>'worker';
+            claim_seq := (claim->>'seq')::bigint;
+            RETURN QUERY UPDATE task_instances AS ti SET state = 'running',
+                    try_number = ti.try_number
+                        + CASE WHEN ti.state = 'up_for_reschedule' THEN 0 ELSE 1 END,
+                    started_at = claim_at, first_try_at = COALESCE(ti.first_try_at, claim_at),
+                    worker = claim_worker, heartbeat = claim_at, next_try_at = NULL
+                WHERE ti.dag = claim_dag AND ti.run_id = claim_run
+                    AND ti.state IN ('scheduled', 'up_for_retry', 'up_for_reschedule')
+                    AND ti.task = ANY(claimed)
+                RETURNING ti.task;
+            IF cardinality(announced) > 0 THEN
+                INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message)
+                    SELECT ti.dag, ti.run_id, ti.task, ti.try_number, claim_seq,
+                        claim_at, 'info', 'attempt ' || ti.try_number || ' started'
+                    FROM task_instances AS ti
+                    WHERE ti.dag = claim_dag AND ti.run_id = claim_run
+                        AND ti.task = ANY(announced) AND ti.state = 'running'
+                        AND ti.worker = claim_worker AND ti.started_at = claim_at
+                    ON CONFLICT DO NOTHING;
+            END IF;
+        END
+        $fn$",
         ],
     },
 ];

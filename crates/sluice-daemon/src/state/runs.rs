@@ -2,6 +2,7 @@
 
 use super::StateStore;
 use crate::error::Result;
+use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
@@ -119,155 +120,169 @@ pub enum Op {
     },
 }
 
-/// A string as an SQL literal. Both SQLite and PostgreSQL (with its
-/// default standard_conforming_strings) read '' as one quote and nothing
-/// else as special; NUL, which PostgreSQL text cannot hold, is dropped.
-fn lit(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\0' => {}
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
-
-fn lit_opt_str(s: &Option<String>) -> String {
-    s.as_deref().map_or("NULL".to_string(), lit)
-}
-
-fn lit_opt_int(v: Option<i64>) -> String {
-    v.map_or("NULL".to_string(), |v| v.to_string())
-}
-
-/// Rows per statement when ops are batched.
-const ROWS_PER_STATEMENT: usize = 1000;
-
-/// Writes `ops` as few statements: each run of finished attempts as one
-/// UPDATE from a VALUES list, all log lines as one INSERT (per 1,000
-/// rows), other state changes one by one, in the order given. Parsing a
-/// statement costs SQLite about as much as running it, so 1,000 finished
-/// tasks written as 2,000 statements kept the next claims waiting tens of
-/// milliseconds.
-fn write_ops(ops: &[Op], out: &mut String) {
-    let mut finished: Vec<&Op> = Vec::new();
-    for op in ops {
-        match op {
-            Op::Finish { .. } => finished.push(op),
-            Op::SetState {
-                dag,
-                run_id,
-                task,
-                state,
-            } => {
-                write_finished(&finished, out);
-                finished.clear();
-                out.push_str(&format!(
-                    "UPDATE task_instances SET state = {} WHERE dag = {} AND run_id = {} AND task = {};\n",
-                    lit(state),
-                    lit(dag),
-                    lit(run_id),
-                    lit(task)
-                ));
-            }
-            Op::Log { .. } => {}
-        }
-    }
-    write_finished(&finished, out);
-    let logs: Vec<&Op> = ops.iter().filter(|o| matches!(o, Op::Log { .. })).collect();
-    for chunk in logs.chunks(ROWS_PER_STATEMENT) {
-        out.push_str(
-            "INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message) VALUES ",
-        );
-        for (i, op) in chunk.iter().enumerate() {
-            if let Op::Log {
-                dag,
-                run_id,
-                task,
-                attempt,
-                seq,
-                at,
-                level,
-                message,
-            } = op
-            {
-                out.push_str(&format!(
-                    "{}({}, {}, {}, {attempt}, {seq}, {at}, {}, {})",
-                    if i == 0 { "" } else { ", " },
-                    lit(dag),
-                    lit(run_id),
-                    lit(task),
-                    lit(level),
-                    lit(message)
-                ));
-            }
-        }
-        out.push_str(" ON CONFLICT DO NOTHING;\n");
+/// A string for a JSON parameter. NUL, which PostgreSQL text cannot
+/// hold, is dropped: task errors quote bad input, which may hold anything.
+fn text(s: &str) -> Value {
+    if s.contains('\0') {
+        Value::String(s.replace('\0', ""))
+    } else {
+        Value::String(s.to_string())
     }
 }
 
-/// Ends of attempts as UPDATE … FROM (VALUES …), which SQLite (3.33 and
-/// later) and PostgreSQL both take; the casts give PostgreSQL the column
-/// types a VALUES list of NULLs would not have. When one task ended twice
-/// in the batch, its last end is the one written.
-fn write_finished(ops: &[&Op], out: &mut String) {
-    let mut last: HashMap<(&str, &str, &str), usize> = HashMap::new();
-    let mut rows: Vec<(&str, &str, &str, &TiUpdate)> = Vec::new();
-    for op in ops {
-        if let Op::Finish {
-            dag,
-            run_id,
-            task,
-            update,
-        } = op
-        {
-            let key = (dag.as_str(), run_id.as_str(), task.as_str());
-            match last.get(&key) {
-                Some(&i) => rows[i].3 = update,
-                None => {
-                    last.insert(key, rows.len());
-                    rows.push((key.0, key.1, key.2, update));
+fn opt_text(s: &Option<String>) -> Value {
+    s.as_deref().map_or(Value::Null, text)
+}
+
+/// The rows a batch of ops writes, each list one JSON parameter: no value
+/// is ever spliced into SQL, and the statement text (so its prepared
+/// plan) is the same whatever the batch holds.
+#[derive(Debug, Default)]
+struct OpRows {
+    /// One final end per task instance; a state set after the end in the
+    /// same batch overrides the end's state.
+    finished: Vec<Value>,
+    /// Task instances whose state alone is set (upstream_failed).
+    states: Vec<Value>,
+    logs: Vec<Value>,
+}
+
+impl OpRows {
+    /// Folds `ops`, in order, into one write per task instance, so the
+    /// statements that write them touch disjoint rows and their order no
+    /// longer matters.
+    fn new(ops: &[Op]) -> OpRows {
+        type Key<'a> = (&'a str, &'a str, &'a str);
+        let mut finished: Vec<Value> = Vec::new();
+        let mut states: Vec<Value> = Vec::new();
+        let mut by_key: HashMap<Key<'_>, (bool, usize)> = HashMap::new();
+        let mut logs = Vec::new();
+        for op in ops {
+            match op {
+                Op::Finish {
+                    dag,
+                    run_id,
+                    task,
+                    update: u,
+                } => {
+                    let row = json!({
+                        "dag": text(dag), "run_id": text(run_id), "task": text(task),
+                        "state": text(&u.state), "failures": u.failures,
+                        "next_try_at": u.next_try_at, "ended_at": u.ended_at,
+                        "rows_in": u.rows_in, "rows_out": u.rows_out,
+                        "bad_records": u.bad_records, "bytes_written": u.bytes_written,
+                        "error": opt_text(&u.error), "watermark": opt_text(&u.watermark),
+                    });
+                    let key = (dag.as_str(), run_id.as_str(), task.as_str());
+                    match by_key.get(&key) {
+                        Some(&(true, i)) => finished[i] = row,
+                        Some(&(false, i)) => {
+                            // The end supersedes a state set before it.
+                            states[i] = Value::Null;
+                            by_key.insert(key, (true, finished.len()));
+                            finished.push(row);
+                        }
+                        None => {
+                            by_key.insert(key, (true, finished.len()));
+                            finished.push(row);
+                        }
+                    }
                 }
+                Op::SetState {
+                    dag,
+                    run_id,
+                    task,
+                    state,
+                } => {
+                    let key = (dag.as_str(), run_id.as_str(), task.as_str());
+                    match by_key.get(&key) {
+                        Some(&(true, i)) => finished[i]["state"] = text(state),
+                        Some(&(false, i)) => states[i]["state"] = text(state),
+                        None => {
+                            by_key.insert(key, (false, states.len()));
+                            states.push(json!({
+                                "dag": text(dag), "run_id": text(run_id),
+                                "task": text(task), "state": text(state),
+                            }));
+                        }
+                    }
+                }
+                Op::Log {
+                    dag,
+                    run_id,
+                    task,
+                    attempt,
+                    seq,
+                    at,
+                    level,
+                    message,
+                } => logs.push(json!({
+                    "dag": text(dag), "run_id": text(run_id), "task": text(task),
+                    "attempt": attempt, "seq": seq, "at": at,
+                    "level": text(level), "message": text(message),
+                })),
             }
         }
-    }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        out.push_str(
-            "UPDATE task_instances SET state = CAST(v.column4 AS TEXT), failures = CAST(v.column5 AS BIGINT), \
-             next_try_at = CAST(v.column6 AS BIGINT), ended_at = CAST(v.column7 AS BIGINT), \
-             rows_in = CAST(v.column8 AS BIGINT), rows_out = CAST(v.column9 AS BIGINT), \
-             bad_records = CAST(v.column10 AS BIGINT), bytes_written = CAST(v.column11 AS BIGINT), \
-             error = CAST(v.column12 AS TEXT), watermark = CAST(v.column13 AS TEXT), worker = NULL FROM (VALUES ",
-        );
-        for (i, (dag, run_id, task, u)) in chunk.iter().enumerate() {
-            out.push_str(&format!(
-                "{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                if i == 0 { "" } else { ", " },
-                lit(dag),
-                lit(run_id),
-                lit(task),
-                lit(&u.state),
-                u.failures,
-                lit_opt_int(u.next_try_at),
-                lit_opt_int(u.ended_at),
-                lit_opt_int(u.rows_in),
-                lit_opt_int(u.rows_out),
-                lit_opt_int(u.bad_records),
-                lit_opt_int(u.bytes_written),
-                lit_opt_str(&u.error),
-                lit_opt_str(&u.watermark),
-            ));
+        states.retain(|v| !v.is_null());
+        OpRows {
+            finished,
+            states,
+            logs,
         }
-        out.push_str(
-            ") AS v WHERE task_instances.dag = v.column1 AND task_instances.run_id = v.column2 \
-             AND task_instances.task = v.column3;\n",
-        );
     }
 }
+
+/// SQLite's statements for one batch of ops and an optional claim, sent
+/// as one multi-statement query: SQLite runs in-process, so what a batch
+/// costs is the hops to its worker thread, one per query. Parameters:
+/// $1 ends, $2 states, $3 logs (JSON arrays); $4 tasks to claim and $5
+/// tasks to announce (JSON arrays), $6 now, $7 worker, $8 dag, $9 run_id,
+/// $10 log sequence number.
+const SQLITE_APPLY: &str = "
+BEGIN IMMEDIATE;
+UPDATE task_instances SET state = v.state, failures = v.failures,
+    next_try_at = v.next_try_at, ended_at = v.ended_at, rows_in = v.rows_in,
+    rows_out = v.rows_out, bad_records = v.bad_records, bytes_written = v.bytes_written,
+    error = v.error, watermark = v.watermark, worker = NULL
+FROM (SELECT value ->> '$.dag' AS dag, value ->> '$.run_id' AS run_id,
+        value ->> '$.task' AS task, value ->> '$.state' AS state,
+        value ->> '$.failures' AS failures, value ->> '$.next_try_at' AS next_try_at,
+        value ->> '$.ended_at' AS ended_at, value ->> '$.rows_in' AS rows_in,
+        value ->> '$.rows_out' AS rows_out, value ->> '$.bad_records' AS bad_records,
+        value ->> '$.bytes_written' AS bytes_written, value ->> '$.error' AS error,
+        value ->> '$.watermark' AS watermark
+      FROM jsonb_each($1)) AS v
+WHERE task_instances.dag = v.dag AND task_instances.run_id = v.run_id
+    AND task_instances.task = v.task;
+UPDATE task_instances SET state = v.state
+FROM (SELECT value ->> '$.dag' AS dag, value ->> '$.run_id' AS run_id,
+        value ->> '$.task' AS task, value ->> '$.state' AS state
+      FROM jsonb_each($2)) AS v
+WHERE task_instances.dag = v.dag AND task_instances.run_id = v.run_id
+    AND task_instances.task = v.task;
+INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message)
+SELECT value ->> '$.dag', value ->> '$.run_id', value ->> '$.task', value ->> '$.attempt',
+    value ->> '$.seq', value ->> '$.at', value ->> '$.level', value ->> '$.message'
+FROM jsonb_each($3) WHERE true ON CONFLICT DO NOTHING;
+UPDATE task_instances SET state = 'running',
+    try_number = try_number + CASE WHEN state = 'up_for_reschedule' THEN 0 ELSE 1 END,
+    started_at = $6, first_try_at = COALESCE(first_try_at, $6), worker = $7, heartbeat = $6,
+    next_try_at = NULL
+WHERE dag = $8 AND run_id = $9 AND state IN ('scheduled', 'up_for_retry', 'up_for_reschedule')
+    AND task IN (SELECT value FROM json_each($4))
+RETURNING task;
+INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message)
+SELECT dag, run_id, task, try_number, $10, $6, 'info', 'attempt ' || try_number || ' started'
+FROM task_instances
+WHERE dag = $8 AND run_id = $9 AND task IN (SELECT value FROM json_each($5))
+    AND state = 'running' AND worker = $7 AND started_at = $6
+ON CONFLICT DO NOTHING;
+COMMIT;
+";
+
+/// PostgreSQL's: the function migration 3 creates, one round trip.
+const POSTGRES_APPLY: &str =
+    "SELECT task FROM sluice_apply(CAST($1 AS json), CAST($2 AS json)) AS t(task)";
 
 const RUN_COLUMNS: &str = "dag, run_id, logical_date, interval_start, interval_end, run_type, state, params, created_at, started_at, ended_at, sla_missed";
 const TI_COLUMNS: &str = "dag, run_id, task, state, try_number, failures, next_try_at, first_try_at, started_at, ended_at, rows_in, rows_out, bad_records, bytes_written, error";
@@ -443,21 +458,17 @@ impl StateStore {
         Ok(())
     }
 
-    /// Runs in one of `states` (names from this crate, never user
-    /// input), oldest logical date first.
+    /// Runs in one of `states`, oldest logical date first.
     pub async fn runs_in(&self, states: &[&str]) -> Result<Vec<RunRow>> {
-        let list = states
-            .iter()
-            .map(|s| format!("'{s}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        self.fetch(
-            sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE state IN ({list}) ORDER BY logical_date, dag"
-        ))),
-            run_row,
-        )
-        .await
+        let marks: Vec<String> = (1..=states.len()).map(|i| format!("${i}")).collect();
+        let mut query = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE state IN ({}) ORDER BY logical_date, dag",
+            marks.join(", ")
+        )));
+        for state in states {
+            query = query.bind(*state);
+        }
+        self.fetch(query, run_row).await
     }
 
     /// The most recent runs of `dag`, newest first.
@@ -611,14 +622,7 @@ impl StateStore {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut sql = String::from("BEGIN;\n");
-        write_ops(ops, &mut sql);
-        sql.push_str("COMMIT;\n");
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(self.pool())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.apply_rows(OpRows::new(ops), None).await.map(drop)
     }
 
     /// Applies `ops`, then claims for its worker those of the claim's
@@ -628,42 +632,59 @@ impl StateStore {
     /// task. A sensor's later pokes (up_for_reschedule) are not new
     /// attempts.
     pub async fn apply_and_claim(&self, ops: &[Op], claim: &Claim<'_>) -> Result<Vec<String>> {
-        let mut sql = String::from("BEGIN;\n");
-        write_ops(ops, &mut sql);
-        let (dag, run_id, now) = (lit(claim.dag), lit(claim.run_id), claim.now);
-        let list = |tasks: &[String]| tasks.iter().map(|t| lit(t)).collect::<Vec<_>>().join(", ");
-        sql.push_str(&format!(
-            "UPDATE task_instances SET state = 'running',
-                 try_number = try_number + CASE WHEN state = 'up_for_reschedule' THEN 0 ELSE 1 END,
-                 started_at = {now}, first_try_at = COALESCE(first_try_at, {now}), worker = {worker}, heartbeat = {now}, next_try_at = NULL
-             WHERE dag = {dag} AND run_id = {run_id} AND state IN ('scheduled', 'up_for_retry', 'up_for_reschedule')
-                 AND task IN ({tasks})
-             RETURNING task;\n",
-            worker = lit(claim.worker),
-            tasks = list(claim.tasks),
-        ));
-        // The start of each new attempt goes in the task's log in the same
-        // transaction (a round trip of its own would double a chain's
-        // cost); the attempt number is the one the claim just set.
-        if !claim.announce.is_empty() {
-            sql.push_str(&format!(
-                "INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message)
-                 SELECT dag, run_id, task, try_number, {seq}, {now}, 'info', 'attempt ' || try_number || ' started'
-                 FROM task_instances
-                 WHERE dag = {dag} AND run_id = {run_id} AND task IN ({tasks})
-                     AND state = 'running' AND worker = {worker} AND started_at = {now}
-                 ON CONFLICT DO NOTHING;\n",
-                seq = claim.seq,
-                worker = lit(claim.worker),
-                tasks = list(claim.announce),
-            ));
+        self.apply_rows(OpRows::new(ops), Some(claim)).await
+    }
+
+    async fn apply_rows(&self, rows: OpRows, claim: Option<&Claim<'_>>) -> Result<Vec<String>> {
+        let got = if self.is_postgres() {
+            let ops = json!({
+                "finished": rows.finished, "states": rows.states, "logs": rows.logs,
+            });
+            let claim = claim.map(|c| {
+                json!({
+                    "dag": text(c.dag), "run_id": text(c.run_id),
+                    "tasks": c.tasks.iter().map(|t| text(t)).collect::<Vec<_>>(),
+                    "announce": c.announce.iter().map(|t| text(t)).collect::<Vec<_>>(),
+                    "worker": text(c.worker), "now": c.now, "seq": c.seq,
+                })
+                .to_string()
+            });
+            sqlx::query(POSTGRES_APPLY)
+                .bind(ops.to_string())
+                .bind(claim)
+                .fetch_all(self.pool())
+                .await
+        } else {
+            let list = |tasks: &[String]| {
+                Value::from(tasks.iter().map(|t| text(t)).collect::<Vec<_>>()).to_string()
+            };
+            let none: &[String] = &[];
+            // BEGIN and COMMIT travel in the same query (a hop each would
+            // double a chain's cost); a failed statement leaves the
+            // transaction open, so it is rolled back before the connection
+            // goes back to the pool.
+            let mut conn = self.pool().acquire().await.map_err(|e| self.err(e))?;
+            let got = sqlx::query(SQLITE_APPLY)
+                .bind(Value::from(rows.finished).to_string())
+                .bind(Value::from(rows.states).to_string())
+                .bind(Value::from(rows.logs).to_string())
+                .bind(list(claim.map_or(none, |c| c.tasks)))
+                .bind(list(claim.map_or(none, |c| c.announce)))
+                .bind(claim.map_or(0, |c| c.now))
+                .bind(claim.map_or("", |c| c.worker))
+                .bind(claim.map_or("", |c| c.dag))
+                .bind(claim.map_or("", |c| c.run_id))
+                .bind(claim.map_or(0, |c| c.seq))
+                .fetch_all(&mut *conn)
+                .await;
+            if got.is_err() {
+                // Fails harmlessly when the failure came before BEGIN.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            }
+            got
         }
-        sql.push_str("COMMIT;\n");
-        let rows = sqlx::raw_sql(AssertSqlSafe(sql))
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
+        .map_err(|e| self.err(e))?;
+        got.iter()
             .map(|r| r.try_get(0).map_err(|e| self.err(e)))
             .collect()
     }
