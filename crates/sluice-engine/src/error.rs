@@ -37,6 +37,13 @@ pub enum Error {
     /// path. Retried, as the file may be on its way.
     #[error("{0}")]
     NoInput(String),
+    /// What an upstream task staged for this run is not in the staging
+    /// store: it was removed, or written where this process cannot see it
+    /// (a `file://` staging folder on another replica's disk). Retried, as
+    /// a shared file system may show it late; the daemon adds which
+    /// replica wrote it.
+    #[error("the output of task \"{task}\" is not in the staging store ({location})")]
+    StagedInputMissing { task: String, location: String },
     /// A `check` task's assertion did not hold.
     #[error("check failed: {0}")]
     CheckFailed(String),
@@ -120,6 +127,7 @@ impl Error {
                 }
             }
             Error::NoInput(_)
+            | Error::StagedInputMissing { .. }
             | Error::CheckFailed(_)
             | Error::Store { .. }
             | Error::Io { .. }
@@ -134,6 +142,14 @@ impl Error {
                 sluice_core::Error::Io { .. } => ErrorKind::External,
             },
             Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The upstream task whose staged output this error says is missing.
+    pub fn missing_input(&self) -> Option<&str> {
+        match self {
+            Error::StagedInputMissing { task, .. } => Some(task),
+            _ => None,
         }
     }
 

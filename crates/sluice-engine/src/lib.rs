@@ -5,6 +5,7 @@
 
 pub mod db;
 pub mod error;
+mod faults;
 pub mod logs;
 mod producers;
 pub mod runner;

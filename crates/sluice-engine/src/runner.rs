@@ -1,7 +1,8 @@
-//! One run of a job: tasks in dependency order, independent ones at the
-//! same time (up to `workers`). A load whose input feeds nothing else is
-//! fused with the task that produces it, so the data streams from source
-//! to destination without being staged.
+//! The units of work of a job and how one runs. A load whose input feeds
+//! nothing else is fused with the task that produces it, so the data
+//! streams from source to destination without being staged. Which unit
+//! runs when, and how often it is retried, is the daemon's executor's
+//! business, for `sluice run` as for `serve`.
 
 use crate::error::{Error, Result};
 use crate::logs::LogsSource;
@@ -11,12 +12,13 @@ use crate::store::{Location, Stores};
 use arrow::array::Array;
 use datafusion::execution::SendableRecordBatchStream;
 use object_store::ObjectStoreExt;
-use sluice_core::config::{DaemonConfig, Extract, Job, Load, OnError, SensorKind, Task, TaskKind};
+use sluice_core::config::{
+    DaemonConfig, Extract, Job, Load, LoadMode, OnError, SensorKind, Task, TaskKind,
+};
 use sluice_core::template::RunContext;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
+use std::time::Duration;
 
 /// Shared, per-process state of the data plane.
 pub struct Engine {
@@ -26,6 +28,8 @@ pub struct Engine {
     dead_letter: Location,
     /// Where incremental extracts read their marks; without it they fail.
     marks: Option<Arc<dyn crate::db::MarkSource>>,
+    /// One memory pool for every transform and check of the process.
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 }
 
 impl Engine {
@@ -33,7 +37,9 @@ impl Engine {
         let stores = Stores::new(config.connections.clone());
         let staging = Staging::new(stores.resolve(&config.staging, None)?);
         let dead_letter = stores.resolve(&config.dead_letter, None)?;
+        let runtime = crate::sql::runtime(config.memory_limit)?;
         Ok(Engine {
+            runtime,
             config,
             stores,
             staging,
@@ -86,6 +92,8 @@ pub struct TaskReport {
     pub bad_records: u64,
     pub bytes_written: u64,
     pub duration: Duration,
+    /// Attempts started: 1 unless the task was retried.
+    pub attempts: u32,
     pub error: Option<String>,
     /// An incremental extract's next mark, for the caller to keep once
     /// the run has succeeded.
@@ -200,6 +208,18 @@ impl Units {
     }
 }
 
+/// Which run of a task instance an attempt belongs to. SQL loads record
+/// it in the target (see `db::LoadMarker`), so that a retry of a load
+/// that committed does not load again while a re-run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskAttempt {
+    /// Changes when the task instance is deliberately run again (a new
+    /// run of its date, a clear); a retry keeps it.
+    pub generation: i64,
+    /// 1 for the first attempt, counting up with retries.
+    pub attempt: i64,
+}
+
 /// What a unit of work did: counts for each of its tasks, and the dataset
 /// it staged for later tasks, if any.
 #[derive(Debug)]
@@ -218,11 +238,13 @@ impl Engine {
         ctx: &RunContext,
         units: &Units,
         unit: &str,
+        attempt: TaskAttempt,
     ) -> Result<UnitOutput> {
         let date_key = ctx.date_key();
         let task = job
             .task(unit)
             .ok_or_else(|| Error::Internal(format!("job {} has no task {unit}", job.name)))?;
+        crate::faults::pause_at("before_inputs", unit).await;
         let mut inputs = HashMap::new();
         for dep in units.deps(unit) {
             let producer = job.task(dep).expect("dependency");
@@ -231,16 +253,8 @@ impl Engine {
                 inputs.insert(dep.clone(), staged);
             }
         }
-        let (counts, staged) = run_unit(
-            self,
-            job,
-            ctx,
-            task,
-            units.producer(unit),
-            &inputs,
-            &date_key,
-        )
-        .await?;
+        let (counts, staged) =
+            run_unit(self, job, ctx, task, units.producer(unit), &inputs, attempt).await?;
         Ok(UnitOutput { counts, staged })
     }
 
@@ -274,194 +288,6 @@ impl Engine {
     }
 }
 
-/// Runs `job` for the run described by `ctx`. With `only`, runs that task
-/// and the tasks it depends on. Fails only if `only` names no task.
-pub async fn run(
-    engine: Arc<Engine>,
-    job: Arc<Job>,
-    ctx: Arc<RunContext>,
-    only: Option<&str>,
-) -> Result<RunReport> {
-    let selected: HashSet<String> = match only {
-        None => job.tasks.iter().map(|t| t.id.clone()).collect(),
-        Some(id) => {
-            if job.task(id).is_none() {
-                return Err(Error::Config(format!(
-                    "job \"{}\" has no task \"{id}\"; tasks: {}",
-                    job.name,
-                    job.dag.order.join(", ")
-                )));
-            }
-            let mut set = HashSet::new();
-            let mut stack = vec![id.to_string()];
-            while let Some(t) = stack.pop() {
-                if set.insert(t.clone()) {
-                    stack.extend(job.dag.upstream[&t].iter().cloned());
-                }
-            }
-            set
-        }
-    };
-    let plan = Units::plan(&job, &selected);
-    let date_key = ctx.date_key();
-    let mut states: HashMap<String, TaskState> = HashMap::new();
-    let mut reports: HashMap<String, TaskReport> = HashMap::new();
-    let mut staged: HashMap<String, StagedDataset> = HashMap::new();
-    let mut running: JoinSet<(String, Duration, UnitResult)> = JoinSet::new();
-    let mut started: HashSet<String> = HashSet::new();
-    let workers = engine.config.workers.max(1);
-    let report =
-        |task: &Task, state, counts: &Counts, duration, error: Option<String>| TaskReport {
-            task: task.id.clone(),
-            kind: task.kind.key(),
-            state,
-            rows_in: counts.rows_in,
-            rows_out: counts.rows_out,
-            bad_records: counts.bad,
-            bytes_written: counts.bytes,
-            duration,
-            error,
-            watermark: counts.watermark.clone(),
-        };
-
-    loop {
-        // Start every unit whose upstreams are done, up to `workers`.
-        for unit in &plan.order {
-            if started.contains(unit) {
-                continue;
-            }
-            let deps = plan.deps(unit);
-            if deps.iter().any(|d| {
-                matches!(
-                    states.get(d),
-                    Some(TaskState::Failed | TaskState::UpstreamFailed)
-                )
-            }) {
-                started.insert(unit.clone());
-                for m in plan.members(unit) {
-                    let t = job.task(&m).expect("task");
-                    states.insert(m.clone(), TaskState::UpstreamFailed);
-                    reports.insert(
-                        m,
-                        report(
-                            t,
-                            TaskState::UpstreamFailed,
-                            &Counts::default(),
-                            Duration::ZERO,
-                            None,
-                        ),
-                    );
-                }
-                continue;
-            }
-            if running.len() >= workers
-                || !deps
-                    .iter()
-                    .all(|d| states.get(d) == Some(&TaskState::Success))
-            {
-                continue;
-            }
-            started.insert(unit.clone());
-            let inputs: HashMap<String, StagedDataset> = deps
-                .iter()
-                .filter_map(|d| staged.get(d).map(|s| (d.clone(), s.clone())))
-                .collect();
-            let (engine, job, ctx) = (engine.clone(), job.clone(), ctx.clone());
-            let unit = unit.clone();
-            let producer = plan.producer(&unit).map(str::to_string);
-            let date_key = date_key.clone();
-            running.spawn(async move {
-                let t0 = Instant::now();
-                let task = job.task(&unit).expect("task").clone();
-                tracing::info!(dag = %job.name, run = %ctx.run_id, task = %unit, "task started");
-                let work = run_unit(
-                    &engine,
-                    &job,
-                    &ctx,
-                    &task,
-                    producer.as_deref(),
-                    &inputs,
-                    &date_key,
-                );
-                let result = match task.timeout {
-                    Some(limit) => match tokio::time::timeout(limit, work).await {
-                        Ok(r) => r,
-                        Err(_) => Err(Error::Timeout(limit)),
-                    },
-                    None => work.await,
-                };
-                (unit, t0.elapsed(), result)
-            });
-        }
-        let Some(joined) = running.join_next().await else {
-            break;
-        };
-        let (unit, duration, result) =
-            joined.map_err(|e| Error::Internal(format!("task panicked: {e}")))?;
-        let members = plan.members(&unit);
-        match result {
-            Ok((counts, output)) => {
-                tracing::info!(dag = %job.name, run = %ctx.run_id, task = %unit, seconds = duration.as_secs_f64(), "task succeeded");
-                for m in &members {
-                    let c = counts
-                        .iter()
-                        .find(|(id, _)| id == m)
-                        .map(|(_, c)| c.clone())
-                        .unwrap_or_default();
-                    states.insert(m.clone(), TaskState::Success);
-                    reports.insert(
-                        m.clone(),
-                        report(
-                            job.task(m).expect("task"),
-                            TaskState::Success,
-                            &c,
-                            duration,
-                            None,
-                        ),
-                    );
-                }
-                if let Some(out) = output {
-                    staged.insert(unit.clone(), out);
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                tracing::error!(dag = %job.name, run = %ctx.run_id, task = %unit, error = %message, "task failed");
-                for m in &members {
-                    states.insert(m.clone(), TaskState::Failed);
-                    reports.insert(
-                        m.clone(),
-                        report(
-                            job.task(m).expect("task"),
-                            TaskState::Failed,
-                            &Counts::default(),
-                            duration,
-                            Some(message.clone()),
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    let tasks: Vec<TaskReport> = job
-        .dag
-        .order
-        .iter()
-        .filter_map(|t| reports.remove(t))
-        .collect();
-    let report = RunReport {
-        job: job.name.clone(),
-        run_id: ctx.run_id.clone(),
-        tasks,
-    };
-    if report.success()
-        && let Err(e) = engine.staging.remove_run(&job.name, &date_key).await
-    {
-        tracing::warn!(dag = %job.name, error = %e, "could not remove staged data");
-    }
-    Ok(report)
-}
-
 type UnitResult = Result<(Vec<(String, Counts)>, Option<StagedDataset>)>;
 
 /// Runs one unit: a task, or a load with its fused producer.
@@ -472,8 +298,9 @@ async fn run_unit(
     task: &Task,
     producer: Option<&str>,
     inputs: &HashMap<String, StagedDataset>,
-    date_key: &str,
+    attempt: TaskAttempt,
 ) -> UnitResult {
+    let date_key = &ctx.date_key();
     let key = |k: &str| format!("{}: tasks.{}.{k}", job.file.display(), task.id);
     match &task.kind {
         TaskKind::Extract(_) | TaskKind::Transform(_) => {
@@ -487,6 +314,41 @@ async fn run_unit(
         }
         TaskKind::Load(load) => {
             let mut counts = Vec::new();
+            let marker = crate::db::LoadMarker {
+                job: job.name.clone(),
+                task: task.id.clone(),
+                logical_date: ctx
+                    .logical_date()
+                    .with_timezone(&chrono::Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                generation: attempt.generation,
+                attempt: attempt.attempt,
+            };
+            if let Load::Sql(l) = load
+                && let Some(rows) = crate::db::earlier_load(&engine.config, l, &marker).await?
+            {
+                // The process that loaded died before it could say so.
+                tracing::warn!(dag = %job.name, task = %task.id, rows, "an earlier attempt of this task instance committed its load; not loading again");
+                if let Some(pid) = producer {
+                    counts.push((
+                        pid.to_string(),
+                        Counts {
+                            rows_in: rows,
+                            rows_out: rows,
+                            ..Counts::default()
+                        },
+                    ));
+                }
+                counts.push((
+                    task.id.clone(),
+                    Counts {
+                        rows_in: rows,
+                        rows_out: rows,
+                        ..Counts::default()
+                    },
+                ));
+                return Ok((counts, None));
+            }
             let (stream, finish): (SendableRecordBatchStream, Option<Finish>) = match producer {
                 Some(pid) => {
                     let producer_task = job.task(pid).expect("producer");
@@ -498,7 +360,7 @@ async fn run_unit(
                     let input = inputs.get(input_name).ok_or_else(|| {
                         Error::Internal(format!("input {input_name} was not staged"))
                     })?;
-                    let session = crate::sql::session(engine.config.memory_limit)?;
+                    let session = crate::sql::session(&engine.runtime)?;
                     crate::sql::register(&session, input_name, input).await?;
                     let df = session.table(input_name).await?;
                     (df.execute_stream().await?, None)
@@ -521,8 +383,29 @@ async fn run_unit(
                 }
                 Load::Sql(l) => {
                     let table = ctx.render(&l.table, &key("table"))?;
-                    let rows = crate::db::load(&engine.config, l, &table, stream).await?;
-                    tracing::info!(dag = %job.name, task = %task.id, rows, table = %table, "loaded");
+                    let delete_where = match &l.mode {
+                        LoadMode::DeleteInsert { delete_where } => {
+                            Some(ctx.render(delete_where, &key("delete_where"))?)
+                        }
+                        _ => None,
+                    };
+                    let request = crate::db::LoadRequest {
+                        spec: l,
+                        table: &table,
+                        delete_where: delete_where.as_deref(),
+                        marker: &marker,
+                    };
+                    let loaded = crate::db::load(&engine.config, request, stream).await?;
+                    let rows = loaded.rows();
+                    match loaded {
+                        crate::db::Loaded::Now(_) => {
+                            tracing::info!(dag = %job.name, task = %task.id, rows, table = %table, "loaded")
+                        }
+                        crate::db::Loaded::Before(_) => {
+                            tracing::warn!(dag = %job.name, task = %task.id, rows, table = %table, "another attempt of this task instance loaded first; this one rolled back")
+                        }
+                    }
+                    crate::faults::pause_at("after_load_commit", &task.id).await;
                     (rows, 0)
                 }
             };
@@ -542,7 +425,7 @@ async fn run_unit(
         }
         TaskKind::Check(check) => {
             let sql = ctx.render(&check.sql, &key("check"))?;
-            let session = crate::sql::session(engine.config.memory_limit)?;
+            let session = crate::sql::session(&engine.runtime)?;
             let mut rows_in = 0;
             for (name, ds) in inputs {
                 crate::sql::register(&session, name, ds).await?;
@@ -654,7 +537,7 @@ async fn produce(
         }
         TaskKind::Transform(t) => {
             let sql = ctx.render(&t.sql, &key("transform"))?;
-            let session = crate::sql::session(engine.config.memory_limit)?;
+            let session = crate::sql::session(&engine.runtime)?;
             let mut rows_in = 0;
             for (name, ds) in inputs {
                 crate::sql::register(&session, name, ds).await?;

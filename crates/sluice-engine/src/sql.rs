@@ -4,15 +4,24 @@
 use crate::error::{Error, Result};
 use crate::staging::StagedDataset;
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use std::sync::Arc;
 
-/// A session whose operators spill to disk past `memory_limit` bytes.
-pub fn session(memory_limit: u64) -> Result<SessionContext> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit as usize)))
-        .build_arc()?;
+/// The runtime every session of a process shares: one memory pool of
+/// `memory_limit` bytes, so that the limit is the process's, however many
+/// transforms run at once (each spills to disk when its share is used up).
+pub fn runtime(memory_limit: u64) -> Result<Arc<RuntimeEnv>> {
+    Ok(RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(
+            usize::try_from(memory_limit).unwrap_or(usize::MAX),
+        )))
+        .build_arc()?)
+}
+
+/// A session on the shared `runtime`.
+pub fn session(runtime: &Arc<RuntimeEnv>) -> Result<SessionContext> {
+    let runtime = runtime.clone();
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));

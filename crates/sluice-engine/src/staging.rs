@@ -7,7 +7,7 @@ use crate::sink::{ParquetOptions, write_dataset};
 use crate::store::Location;
 use arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
-use futures::StreamExt;
+use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use std::sync::Arc;
 
@@ -90,22 +90,23 @@ impl Staging {
     /// count from all of them.
     pub async fn open(&self, job: &str, date_key: &str, task: &str) -> Result<StagedDataset> {
         let location = self.run_dir(job, date_key).child(task);
+        // A listing that fails is an error, never fewer files.
         let mut files: Vec<object_store::ObjectMeta> = location
             .store
             .list(Some(&location.path))
-            .filter_map(|m| async move { m.ok() })
-            .filter(|m| {
+            .try_filter(|m| {
                 let name = m.location.filename().unwrap_or("");
                 std::future::ready(name.ends_with(".parquet") && !name.starts_with('.'))
             })
-            .collect()
-            .await;
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("listing {}", location.url()), e))?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
         if files.is_empty() {
-            return Err(Error::Internal(format!(
-                "the output of task \"{task}\" is not in the staging store ({}); it must run again",
-                location.url()
-            )));
+            return Err(Error::StagedInputMissing {
+                task: task.to_string(),
+                location: location.url(),
+            });
         }
         let mut schema = None;
         let mut rows = 0u64;
@@ -133,9 +134,10 @@ impl Staging {
         let paths: Vec<_> = dir
             .store
             .list(Some(&dir.path))
-            .filter_map(|m| async move { m.ok().map(|m| m.location) })
-            .collect()
-            .await;
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("listing {}", dir.url()), e))?;
         for p in paths {
             match dir.store.delete(&p).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -143,8 +145,14 @@ impl Staging {
             }
         }
         if dir.store_url.scheme() == "file" {
-            // Local stores leave empty folders behind.
-            let _ = std::fs::remove_dir_all(format!("/{}", dir.path));
+            // Local stores leave empty folders behind: the run's, and the
+            // job's once its last run is gone (remove_dir keeps a folder
+            // that still holds something).
+            let run = std::path::PathBuf::from(format!("/{}", dir.path));
+            let _ = std::fs::remove_dir_all(&run);
+            if let Some(job_dir) = run.parent() {
+                let _ = std::fs::remove_dir(job_dir);
+            }
         }
         Ok(())
     }

@@ -300,3 +300,79 @@ create = true
         "12345678901234567890123456789012345678901234.56789"
     );
 }
+
+/// `mode = "delete_insert"`: running a date again replaces that date's
+/// rows and leaves the other dates' alone; every run leaves one marker.
+fn delete_insert_replaces_a_dates_rows(url: &str, sql: &dyn Fn(&str) -> String) {
+    sql("CREATE TABLE src (id int PRIMARY KEY, name varchar(20));
+         INSERT INTO src VALUES (1, 'one'), (2, 'two');");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        format!("jobs = \"jobs\"\nstaging = \"file://./staging\"\n\n[connections.app]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    std::fs::write(
+        dir.path().join("jobs/daily.toml"),
+        r#"[tasks.src]
+extract = "sql"
+connection = "app"
+query = "SELECT id, name, '{{ ds }}' AS dt FROM src"
+
+[tasks.dst]
+load = "sql"
+input = "src"
+connection = "app"
+table = "daily"
+mode = "delete_insert"
+delete_where = "dt = '{{ ds }}'"
+create = true
+"#,
+    )
+    .unwrap();
+    let run_date = |date: &str| {
+        let out = run(sluice(dir.path()).args(["run", "daily", "--date", date]));
+        assert!(out.status.success(), "{date}: {}", stderr(&out));
+    };
+    let rows = || {
+        sql("SELECT dt, id, name FROM daily ORDER BY dt, id")
+            .trim()
+            .replace(['\t', '|'], ":")
+            .replace('\n', " ")
+    };
+    run_date("2026-11-20");
+    run_date("2026-11-21");
+    assert_eq!(
+        rows(),
+        "2026-11-20:1:one 2026-11-20:2:two 2026-11-21:1:one 2026-11-21:2:two"
+    );
+    sql("DELETE FROM src WHERE id = 2; INSERT INTO src VALUES (3, 'three');");
+    run_date("2026-11-20");
+    assert_eq!(
+        rows(),
+        "2026-11-20:1:one 2026-11-20:3:three 2026-11-21:1:one 2026-11-21:2:two"
+    );
+    let markers = sql("SELECT count(*) FROM sluice_loads WHERE job = 'daily' AND task = 'dst'");
+    assert_eq!(markers.trim(), "3", "one marker per run");
+}
+
+#[test]
+fn postgres_delete_insert_replaces_a_dates_rows() {
+    let url = Db::Postgres.fresh();
+    delete_insert_replaces_a_dates_rows(&url, &|q| Db::Postgres.sql(&url, q));
+}
+
+#[test]
+fn mariadb_delete_insert_replaces_a_dates_rows() {
+    let url = Db::Maria.fresh();
+    delete_insert_replaces_a_dates_rows(&url, &|q| Db::Maria.sql(&url, q));
+}
+
+#[test]
+fn sqlite_delete_insert_replaces_a_dates_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.db");
+    let url = format!("sqlite://{}", file.display());
+    delete_insert_replaces_a_dates_rows(&url, &|q| sqlite(&file, q));
+}

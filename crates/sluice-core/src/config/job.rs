@@ -61,6 +61,35 @@ impl Job {
         self.tasks.iter().find(|t| t.id == id)
     }
 
+    /// The job cut down to `task` and the tasks it depends on, for
+    /// `sluice run --task`; `None` when it has no such task.
+    pub fn only(&self, task: &str) -> Option<Job> {
+        self.task(task)?;
+        let mut keep = std::collections::HashSet::new();
+        let mut stack = vec![task.to_string()];
+        while let Some(t) = stack.pop() {
+            if keep.insert(t.clone()) {
+                stack.extend(self.dag.upstream[&t].iter().cloned());
+            }
+        }
+        let tasks: Vec<Task> = self
+            .tasks
+            .iter()
+            .filter(|t| keep.contains(&t.id))
+            .cloned()
+            .collect();
+        let nodes: Vec<(String, Vec<String>)> = tasks
+            .iter()
+            .map(|t| (t.id.clone(), self.dag.upstream[&t.id].clone()))
+            .collect();
+        let dag = Dag::build(&nodes).expect("a part of an acyclic graph closed upstream");
+        Some(Job {
+            tasks,
+            dag,
+            ..self.clone()
+        })
+    }
+
     /// What is allowed but likely wrong, for `sluice validate`.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -72,7 +101,7 @@ impl Job {
                 && l.mode == super::LoadMode::Append
             {
                 out.push(format!(
-                    "{}: tasks.{}.mode: an append load in a scheduled job adds a date's rows again whenever that date runs again (sluice clear, a backfill); use mode = \"upsert\" or \"replace\" if re-runs should replace them",
+                    "{}: tasks.{}.mode: an append load in a scheduled job adds a date's rows again whenever that date runs again (sluice clear, a backfill); use mode = \"delete_insert\" with delete_where = \"dt = '{{{{ ds }}}}'\", or \"upsert\", if re-runs should replace them",
                     self.file.display(),
                     task.id
                 ));

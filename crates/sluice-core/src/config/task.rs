@@ -174,6 +174,12 @@ pub enum LoadMode {
     Upsert {
         key: Vec<String>,
     },
+    /// The rows `delete_where` (templated, e.g. `dt = '{{ ds }}'`) selects
+    /// are deleted and the dataset inserted, in one transaction: re-running
+    /// a date replaces that date's rows and leaves the others.
+    DeleteInsert {
+        delete_where: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -324,6 +330,7 @@ struct RawSqlLoad {
     table: String,
     mode: Option<String>,
     key: Option<Vec<String>>,
+    delete_where: Option<String>,
     create: Option<bool>,
     batch_size: Option<usize>,
 }
@@ -606,7 +613,14 @@ fn sql_load(
     let before = errors.len();
     let mut err =
         |key: &str, m: String| errors.push(ConfigError::new(file, format!("{base}.{key}"), m));
-    let mode = match (raw.mode.as_deref().unwrap_or("append"), raw.key) {
+    let mode_name = raw.mode.as_deref().unwrap_or("append");
+    if raw.delete_where.is_some() && mode_name != "delete_insert" {
+        err(
+            "delete_where",
+            "delete_where is only for mode = \"delete_insert\"".into(),
+        );
+    }
+    let mode = match (mode_name, raw.key) {
         ("append", None) => Some(LoadMode::Append),
         ("replace", None) => Some(LoadMode::Replace),
         ("upsert", Some(key)) if !key.is_empty() => Some(LoadMode::Upsert { key }),
@@ -618,14 +632,26 @@ fn sql_load(
             );
             None
         }
-        ("append" | "replace", Some(_)) => {
+        ("delete_insert", None) => match raw.delete_where {
+            Some(w) if !w.trim().is_empty() => Some(LoadMode::DeleteInsert { delete_where: w }),
+            _ => {
+                err(
+                    "delete_where",
+                    "mode = \"delete_insert\" needs the condition that selects the rows a run replaces, e.g. delete_where = \"dt = '{{ ds }}'\"".into(),
+                );
+                None
+            }
+        },
+        ("append" | "replace" | "delete_insert", Some(_)) => {
             err("key", "key is only for mode = \"upsert\"".into());
             None
         }
         (other, _) => {
             err(
                 "mode",
-                format!("unknown mode \"{other}\"; expected one of append, replace, upsert"),
+                format!(
+                    "unknown mode \"{other}\"; expected one of append, replace, upsert, delete_insert"
+                ),
             );
             None
         }

@@ -2,16 +2,24 @@
 //! load that fails halfway (a bad value, a lost connection, a timeout)
 //! leaves the table as it was. PostgreSQL takes the rows through binary
 //! COPY; MySQL, MariaDB and SQLite through multi-row INSERTs of
-//! `batch_size` rows. `replace` deletes the old rows in the same
-//! transaction (readers see the old rows until it commits); `upsert`
-//! updates rows whose key matches and inserts the rest.
+//! `batch_size` rows, every value a bind parameter. `replace` deletes the
+//! old rows in the same transaction (readers see the old rows until it
+//! commits); `delete_insert` deletes only the rows its `delete_where`
+//! selects; `upsert` updates rows whose key matches and inserts the rest.
+//!
+//! Each load also writes one row into the target's `sluice_loads` table,
+//! in the same transaction and under a unique key (job, task, logical
+//! date, generation). A process killed after the commit but before the
+//! state store heard of it leaves that row behind, so the retry finds it
+//! and records success instead of loading the rows a second time.
 
 use super::pg_encode::{self, Target};
 use super::{DbKind, DbTarget};
 use crate::error::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Date32Type, Float32Type, Float64Type, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    SchemaRef, TimeUnit, TimestampMicrosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
@@ -19,13 +27,104 @@ use sluice_core::config::{DaemonConfig, LoadMode, SqlLoad};
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 use std::collections::HashMap;
 
-/// Writes `stream` into `table`; returns the rows written.
-pub async fn load(
+/// The table in each target database that records which task instances
+/// have loaded. Dropping it is safe when no load is running: the next
+/// load creates it again, and only a retry of a load that committed
+/// before the drop would then load twice.
+pub const MARKER_TABLE: &str = "sluice_loads";
+
+/// The task instance a load belongs to, as its marker row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadMarker {
+    pub job: String,
+    pub task: String,
+    /// The run's logical date, RFC 3339 in UTC.
+    pub logical_date: String,
+    /// Advanced by a deliberate re-run of the task instance (a new run
+    /// of the date, a clear), never by a retry: a retry finds the marker
+    /// of its generation, a re-run does not.
+    pub generation: i64,
+    /// The attempt that loaded; kept so that a fence can tell a late
+    /// attempt from the current one.
+    pub attempt: i64,
+}
+
+/// What a load was asked to do, its templates rendered.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadRequest<'a> {
+    pub spec: &'a SqlLoad,
+    /// The table, rendered.
+    pub table: &'a str,
+    /// For `mode = "delete_insert"`: the rendered `delete_where`.
+    pub delete_where: Option<&'a str>,
+    pub marker: &'a LoadMarker,
+}
+
+/// How a load ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// This attempt wrote this many rows.
+    Now(u64),
+    /// An earlier attempt of the same task instance committed this many
+    /// rows; nothing was written again.
+    Before(u64),
+}
+
+impl Loaded {
+    pub fn rows(self) -> u64 {
+        match self {
+            Loaded::Now(n) | Loaded::Before(n) => n,
+        }
+    }
+}
+
+/// The rows an earlier attempt of `marker`'s task instance loaded, if
+/// one committed. Creates the marker table when it is missing. Asked
+/// before the input is produced, so a retry after a crash does not read
+/// its source again.
+pub async fn earlier_load(
     config: &DaemonConfig,
     spec: &SqlLoad,
-    table: &str,
+    marker: &LoadMarker,
+) -> Result<Option<u64>> {
+    let target = DbTarget::resolve(config, &spec.connection)?;
+    let fail = |e: sqlx::Error| target.error("reading the load markers", &e);
+    match target.kind()? {
+        DbKind::Postgres => {
+            let mut conn = target.connect::<sqlx::PgConnection>().await?;
+            ensure_marker_table_pg(&mut conn).await.map_err(fail)?;
+            earlier::<sqlx::Postgres>(&mut conn, marker)
+                .await
+                .map_err(fail)
+        }
+        DbKind::MySql => {
+            let mut conn = target.connect::<sqlx::MySqlConnection>().await?;
+            ensure_marker_table::<sqlx::MySql>(&mut conn, DbKind::MySql)
+                .await
+                .map_err(fail)?;
+            earlier::<sqlx::MySql>(&mut conn, marker)
+                .await
+                .map_err(fail)
+        }
+        DbKind::Sqlite => {
+            let mut conn = target.connect::<sqlx::SqliteConnection>().await?;
+            ensure_marker_table::<sqlx::Sqlite>(&mut conn, DbKind::Sqlite)
+                .await
+                .map_err(fail)?;
+            earlier::<sqlx::Sqlite>(&mut conn, marker)
+                .await
+                .map_err(fail)
+        }
+    }
+}
+
+/// Writes `stream` into the requested table, with its marker row.
+pub async fn load(
+    config: &DaemonConfig,
+    req: LoadRequest<'_>,
     stream: SendableRecordBatchStream,
-) -> Result<u64> {
+) -> Result<Loaded> {
+    let spec = req.spec;
     let target = DbTarget::resolve(config, &spec.connection)?;
     let kind = target.kind()?;
     let schema = stream.schema();
@@ -41,7 +140,7 @@ pub async fn load(
         }
     }
     let plan = Plan {
-        table: quote_path(table, kind),
+        table: quote_path(req.table, kind),
         columns: schema
             .fields()
             .iter()
@@ -50,10 +149,148 @@ pub async fn load(
             .join(", "),
         schema: schema.clone(),
         kind,
+        delete: match (&spec.mode, req.delete_where) {
+            (LoadMode::Replace, _) => Some(format!("DELETE FROM {}", quote_path(req.table, kind))),
+            (LoadMode::DeleteInsert { .. }, Some(w)) => Some(format!(
+                "DELETE FROM {} WHERE {w}",
+                quote_path(req.table, kind)
+            )),
+            (LoadMode::DeleteInsert { .. }, None) => {
+                return Err(Error::Internal(
+                    "a delete_insert load came without its delete_where".into(),
+                ));
+            }
+            _ => None,
+        },
     };
     match kind {
-        DbKind::Postgres => postgres(&target, spec, &plan, table, stream).await,
-        DbKind::MySql | DbKind::Sqlite => inserts(&target, spec, &plan, stream).await,
+        DbKind::Postgres => postgres(&target, req, &plan, stream).await,
+        DbKind::MySql | DbKind::Sqlite => inserts(&target, req, &plan, stream).await,
+    }
+}
+
+fn marker_ddl(kind: DbKind) -> String {
+    // MySQL caps an index key at 3072 bytes: 4 bytes per utf8mb4 char.
+    let (text, key_text, date, at) = match kind {
+        DbKind::Postgres => ("text", "text", "text", "timestamptz NOT NULL DEFAULT now()"),
+        DbKind::MySql => (
+            "varchar(1000)",
+            "varchar(190)",
+            "varchar(40)",
+            "datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
+        ),
+        DbKind::Sqlite => (
+            "TEXT",
+            "TEXT",
+            "TEXT",
+            "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP",
+        ),
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (\
+         job {key_text} NOT NULL, task {key_text} NOT NULL, logical_date {date} NOT NULL, \
+         generation BIGINT NOT NULL, attempt BIGINT NOT NULL, target {text} NOT NULL, \
+         row_count BIGINT NOT NULL, loaded_at {at}, \
+         PRIMARY KEY (job, task, logical_date, generation))"
+    )
+}
+
+/// PostgreSQL: two sessions creating the same table at once collide in
+/// the catalog, so the creation takes an advisory lock, in a transaction
+/// of its own so that the load's transaction does not hold it.
+async fn ensure_marker_table_pg(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(MARKER_TABLE)
+        .fetch_one(&mut *conn)
+        .await?;
+    if exists {
+        return Ok(());
+    }
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("sluice create {MARKER_TABLE}"))
+        .execute(&mut *tx)
+        .await?;
+    (&mut *tx)
+        .execute(AssertSqlSafe(marker_ddl(DbKind::Postgres)))
+        .await?;
+    tx.commit().await
+}
+
+/// MySQL and SQLite; outside any transaction, since MySQL commits the
+/// open one at DDL.
+async fn ensure_marker_table<DB: sqlx::Database>(
+    conn: &mut DB::Connection,
+    kind: DbKind,
+) -> Result<(), sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Decode<'t, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    conn.execute(AssertSqlSafe(marker_ddl(kind))).await?;
+    Ok(())
+}
+
+async fn earlier<DB: sqlx::Database>(
+    conn: &mut DB::Connection,
+    m: &LoadMarker,
+) -> Result<Option<u64>, sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Decode<'t, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let mut q =
+        sqlx::QueryBuilder::<DB>::new(format!("SELECT row_count FROM {MARKER_TABLE} WHERE job = "));
+    q.push_bind(m.job.clone())
+        .push(" AND task = ")
+        .push_bind(m.task.clone())
+        .push(" AND logical_date = ")
+        .push_bind(m.logical_date.clone())
+        .push(" AND generation = ")
+        .push_bind(m.generation);
+    let row = q.build().fetch_optional(&mut *conn).await?;
+    row.map(|r| r.try_get::<i64, _>(0).map(|n| n.max(0) as u64))
+        .transpose()
+}
+
+/// Writes the marker row inside the load's transaction. `Ok(false)`: an
+/// attempt of the same generation committed first, and this
+/// transaction must roll back.
+async fn record<DB: sqlx::Database>(
+    conn: &mut DB::Connection,
+    m: &LoadMarker,
+    table: &str,
+    rows: u64,
+) -> Result<bool, sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Decode<'t, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let mut q = sqlx::QueryBuilder::<DB>::new(format!(
+        "INSERT INTO {MARKER_TABLE} (job, task, logical_date, generation, attempt, target, row_count) "
+    ));
+    q.push_values([()], |mut b, ()| {
+        b.push_bind(m.job.clone())
+            .push_bind(m.task.clone())
+            .push_bind(m.logical_date.clone())
+            .push_bind(m.generation)
+            .push_bind(m.attempt)
+            .push_bind(table.to_string())
+            .push_bind(i64::try_from(rows).unwrap_or(i64::MAX));
+    });
+    match q.build().execute(&mut *conn).await {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -64,6 +301,8 @@ struct Plan {
     columns: String,
     schema: SchemaRef,
     kind: DbKind,
+    /// The DELETE that `replace` and `delete_insert` run first.
+    delete: Option<String>,
 }
 
 fn quote(name: &str, kind: DbKind) -> String {
@@ -181,13 +420,16 @@ fn batch_error(e: datafusion::error::DataFusionError) -> Error {
 
 async fn postgres(
     target: &DbTarget,
-    spec: &SqlLoad,
+    req: LoadRequest<'_>,
     plan: &Plan,
-    table: &str,
     mut stream: SendableRecordBatchStream,
-) -> Result<u64> {
+) -> Result<Loaded> {
+    let (spec, table) = (req.spec, req.table);
     let fail = |what: &'static str| move |e: sqlx::Error| target.error(what, &e);
     let mut conn = target.connect::<sqlx::PgConnection>().await?;
+    ensure_marker_table_pg(&mut conn)
+        .await
+        .map_err(fail("creating the load markers table"))?;
     let mut tx = conn.begin().await.map_err(fail("starting a transaction"))?;
     if spec.create {
         // Two loads creating one new table at once collide in the catalog
@@ -236,9 +478,9 @@ async fn postgres(
             )
         })?);
     }
-    if spec.mode == LoadMode::Replace {
+    if let Some(delete) = &plan.delete {
         (&mut *tx)
-            .execute(AssertSqlSafe(format!("DELETE FROM {}", plan.table)))
+            .execute(AssertSqlSafe(delete.clone()))
             .await
             .map_err(fail("deleting the old rows"))?;
     }
@@ -330,8 +572,41 @@ async fn postgres(
         .await
         .map_err(fail("upserting"))?;
     }
-    tx.commit().await.map_err(fail("committing"))?;
-    Ok(written)
+    if finish::<sqlx::Postgres>(target, tx, req, written).await? {
+        return Ok(Loaded::Now(written));
+    }
+    let rows = earlier::<sqlx::Postgres>(&mut conn, req.marker)
+        .await
+        .map_err(fail("reading the load markers"))?;
+    Ok(Loaded::Before(rows.unwrap_or(0)))
+}
+
+/// Records the marker and commits (true); or, when an attempt of the
+/// same generation committed first, rolls back (false).
+async fn finish<DB: sqlx::Database>(
+    target: &DbTarget,
+    mut tx: sqlx::Transaction<'_, DB>,
+    req: LoadRequest<'_>,
+    written: u64,
+) -> Result<bool>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Decode<'t, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let fail = |what: &'static str| move |e: sqlx::Error| target.error(what, &e);
+    let first = record::<DB>(&mut tx, req.marker, req.table, written)
+        .await
+        .map_err(fail("recording the load"))?;
+    if first {
+        tx.commit().await.map_err(fail("committing"))?;
+    } else {
+        tracing::warn!(job = %req.marker.job, task = %req.marker.task, "another attempt of this task instance committed its load first; this one rolled back");
+        tx.rollback().await.map_err(fail("rolling back"))?;
+    }
+    Ok(first)
 }
 
 fn canonical_columns(batch: &RecordBatch, target: &DbTarget) -> Result<Vec<ArrayRef>> {
@@ -344,39 +619,58 @@ fn canonical_columns(batch: &RecordBatch, target: &DbTarget) -> Result<Vec<Array
 
 async fn inserts(
     target: &DbTarget,
-    spec: &SqlLoad,
+    req: LoadRequest<'_>,
     plan: &Plan,
     stream: SendableRecordBatchStream,
-) -> Result<u64> {
+) -> Result<Loaded> {
     match plan.kind {
         DbKind::MySql => {
             let mut conn = target.connect::<sqlx::MySqlConnection>().await?;
             conn.execute("SET time_zone = '+00:00'")
                 .await
                 .map_err(|e| target.error("setting the session time zone", &e))?;
-            insert_rows::<sqlx::MySql>(&mut conn, target, spec, plan, stream).await
+            insert_rows::<sqlx::MySql>(&mut conn, target, req, plan, stream, MYSQL_MAX_PARAMS).await
         }
         _ => {
             let mut conn = target.connect::<sqlx::SqliteConnection>().await?;
-            insert_rows::<sqlx::Sqlite>(&mut conn, target, spec, plan, stream).await
+            insert_rows::<sqlx::Sqlite>(&mut conn, target, req, plan, stream, SQLITE_MAX_PARAMS)
+                .await
         }
     }
 }
 
+/// Bind parameters one statement may carry: MySQL's protocol counts them
+/// in 16 bits; SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32.
+const MYSQL_MAX_PARAMS: usize = 65_535;
+const SQLITE_MAX_PARAMS: usize = 32_766;
+
 async fn insert_rows<DB>(
     conn: &mut DB::Connection,
     target: &DbTarget,
-    spec: &SqlLoad,
+    req: LoadRequest<'_>,
     plan: &Plan,
     mut stream: SendableRecordBatchStream,
-) -> Result<u64>
+    max_params: usize,
+) -> Result<Loaded>
 where
     DB: sqlx::Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Decode<'t, DB> + sqlx::Type<DB>,
+    for<'t> f64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> bool: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Vec<u8>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
 {
+    let spec = req.spec;
     let fail = |what: &'static str| move |e: sqlx::Error| target.error(what, &e);
-    // MySQL commits the open transaction at any DDL, so the table is made
-    // before the transaction starts (SQLite could do either).
+    // MySQL commits the open transaction at any DDL, so the tables are
+    // made before the transaction starts (SQLite could do either).
+    ensure_marker_table::<DB>(conn, plan.kind)
+        .await
+        .map_err(fail("creating the load markers table"))?;
     if spec.create {
         (&mut *conn)
             .execute(AssertSqlSafe(create_statement(spec, plan)?))
@@ -384,9 +678,9 @@ where
             .map_err(fail("creating the table"))?;
     }
     let mut tx = conn.begin().await.map_err(fail("starting a transaction"))?;
-    if spec.mode == LoadMode::Replace {
+    if let Some(delete) = &plan.delete {
         (&mut *tx)
-            .execute(AssertSqlSafe(format!("DELETE FROM {}", plan.table)))
+            .execute(AssertSqlSafe(delete.clone()))
             .await
             .map_err(fail("deleting the old rows"))?;
     }
@@ -433,8 +727,10 @@ where
         }
         _ => String::new(),
     };
+    let ncols = plan.schema.fields().len().max(1);
+    let per_statement = spec.batch_size.min(max_params / ncols).max(1);
     let head = format!("INSERT INTO {} ({}) VALUES ", plan.table, plan.columns);
-    let mut statement = head.clone();
+    let mut statement = sqlx::QueryBuilder::<DB>::new(head.clone());
     let mut in_statement = 0;
     let mut written: u64 = 0;
     while let Some(batch) = stream.next().await {
@@ -442,14 +738,14 @@ where
         let cols = canonical_columns(&batch, target)?;
         for row in 0..batch.num_rows() {
             if in_statement > 0 {
-                statement.push_str(", ");
+                statement.push(", ");
             }
-            statement.push('(');
+            statement.push("(");
             for (i, col) in cols.iter().enumerate() {
                 if i > 0 {
-                    statement.push_str(", ");
+                    statement.push(", ");
                 }
-                literal(col.as_ref(), row, plan.kind, &mut statement).map_err(|m| {
+                bind_value(&mut statement, col.as_ref(), row, plan.kind).map_err(|m| {
                     target.error_msg(
                         "writing rows",
                         &format!(
@@ -460,47 +756,60 @@ where
                     )
                 })?;
             }
-            statement.push(')');
+            statement.push(")");
             in_statement += 1;
-            if in_statement == spec.batch_size {
-                statement.push_str(&tail);
-                (&mut *tx)
-                    .execute(AssertSqlSafe(std::mem::replace(
-                        &mut statement,
-                        head.clone(),
-                    )))
+            if in_statement == per_statement {
+                statement.push(&tail);
+                statement
+                    .build()
+                    .execute(&mut *tx)
                     .await
                     .map_err(fail("writing rows"))?;
+                statement = sqlx::QueryBuilder::<DB>::new(head.clone());
                 in_statement = 0;
             }
         }
         written += batch.num_rows() as u64;
     }
     if in_statement > 0 {
-        statement.push_str(&tail);
-        (&mut *tx)
-            .execute(AssertSqlSafe(statement))
+        statement.push(&tail);
+        statement
+            .build()
+            .execute(&mut *tx)
             .await
             .map_err(fail("writing rows"))?;
     }
-    tx.commit().await.map_err(fail("committing"))?;
-    Ok(written)
+    if finish::<DB>(target, tx, req, written).await? {
+        return Ok(Loaded::Now(written));
+    }
+    let rows = earlier::<DB>(conn, req.marker)
+        .await
+        .map_err(fail("reading the load markers"))?;
+    Ok(Loaded::Before(rows.unwrap_or(0)))
 }
 
-/// Appends one value as an SQL literal. Strings go to MySQL as hex with a
-/// charset introducer, which means the same whatever its `sql_mode` says
-/// about backslashes.
-fn literal(array: &dyn Array, row: usize, kind: DbKind, out: &mut String) -> Result<(), String> {
-    use std::fmt::Write;
+/// Adds one value as a bind parameter. Dates and timestamps go as text
+/// in the form both servers parse (SQLite keeps it as it is); decimals
+/// and unsigned values past `i64` as their exact decimal text.
+fn bind_value<DB>(
+    q: &mut sqlx::QueryBuilder<DB>,
+    array: &dyn Array,
+    row: usize,
+    kind: DbKind,
+) -> Result<(), String>
+where
+    DB: sqlx::Database,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> f64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> bool: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Vec<u8>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
     if array.is_null(row) {
-        out.push_str("NULL");
+        q.push_bind(None::<String>);
         return Ok(());
     }
-    let hex = |bytes: &[u8], out: &mut String| {
-        for b in bytes {
-            let _ = write!(out, "{b:02x}");
-        }
-    };
     match array.data_type() {
         DataType::Float32 | DataType::Float64 => {
             let v = if let DataType::Float32 = array.data_type() {
@@ -511,59 +820,65 @@ fn literal(array: &dyn Array, row: usize, kind: DbKind, out: &mut String) -> Res
             if !v.is_finite() {
                 return Err(format!("{v} cannot be stored in a {kind:?} column"));
             }
-            let _ = write!(out, "{v:?}");
+            q.push_bind(v);
         }
         DataType::Utf8 => {
-            let s = array.as_string::<i32>().value(row);
-            if kind == DbKind::MySql {
-                out.push_str("_utf8mb4 X'");
-                hex(s.as_bytes(), out);
-                out.push('\'');
-            } else {
-                out.push('\'');
-                out.push_str(&s.replace('\'', "''"));
-                out.push('\'');
-            }
+            q.push_bind(array.as_string::<i32>().value(row).to_string());
         }
         DataType::Binary => {
-            out.push_str("X'");
-            hex(array.as_binary::<i32>().value(row), out);
-            out.push('\'');
+            q.push_bind(array.as_binary::<i32>().value(row).to_vec());
         }
-        DataType::Boolean => out.push_str(if array.as_boolean().value(row) {
-            "1"
-        } else {
-            "0"
-        }),
+        DataType::Boolean => {
+            q.push_bind(array.as_boolean().value(row));
+        }
         DataType::Date32 => {
             let days = array.as_primitive::<Date32Type>().value(row);
             let d = chrono::DateTime::from_timestamp(i64::from(days) * 86_400, 0)
                 .ok_or("date out of range")?;
-            let _ = write!(out, "'{}'", d.format("%Y-%m-%d"));
+            q.push_bind(d.format("%Y-%m-%d").to_string());
         }
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             let micros = array.as_primitive::<TimestampMicrosecondType>().value(row);
             let t =
                 chrono::DateTime::from_timestamp_micros(micros).ok_or("timestamp out of range")?;
-            let _ = write!(out, "'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+            q.push_bind(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
         }
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Decimal128(_, _)
-        | DataType::Decimal256(_, _) => {
+        DataType::Int8 => {
+            q.push_bind(i64::from(array.as_primitive::<Int8Type>().value(row)));
+        }
+        DataType::Int16 => {
+            q.push_bind(i64::from(array.as_primitive::<Int16Type>().value(row)));
+        }
+        DataType::Int32 => {
+            q.push_bind(i64::from(array.as_primitive::<Int32Type>().value(row)));
+        }
+        DataType::Int64 => {
+            q.push_bind(array.as_primitive::<Int64Type>().value(row));
+        }
+        DataType::UInt8 => {
+            q.push_bind(i64::from(array.as_primitive::<UInt8Type>().value(row)));
+        }
+        DataType::UInt16 => {
+            q.push_bind(i64::from(array.as_primitive::<UInt16Type>().value(row)));
+        }
+        DataType::UInt32 => {
+            q.push_bind(i64::from(array.as_primitive::<UInt32Type>().value(row)));
+        }
+        DataType::UInt64 => {
+            let v = array.as_primitive::<UInt64Type>().value(row);
+            match i64::try_from(v) {
+                Ok(v) => q.push_bind(v),
+                Err(_) => q.push_bind(v.to_string()),
+            };
+        }
+        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
             let text = arrow::util::display::array_value_to_string(array, row)
                 .map_err(|e| e.to_string())?;
-            out.push_str(&text);
+            q.push_bind(text);
         }
         other => {
             return Err(format!(
-                "{other} has no SQL literal in Sluice; cast it first"
+                "{other} cannot be written to a {kind:?} table by Sluice; cast it first"
             ));
         }
     }
@@ -609,12 +924,129 @@ mod tests {
         for round in 0..5 {
             let t = format!("{table}_{round}");
             let (a, b) = (spec("a"), spec("b"));
+            let (ma, mb) = (marker(&t, "a", 1), marker(&t, "b", 1));
             let (ra, rb) = tokio::join!(
-                load(&config, &a, &t, rows(0, 500)),
-                load(&config, &b, &t, rows(500, 500))
+                load(&config, request(&a, &t, &ma), rows(0, 500)),
+                load(&config, request(&b, &t, &mb), rows(500, 500))
             );
-            assert_eq!(ra.expect("first load"), 500, "round {round}");
-            assert_eq!(rb.expect("second load"), 500, "round {round}");
+            assert_eq!(ra.expect("first load"), Loaded::Now(500), "round {round}");
+            assert_eq!(rb.expect("second load"), Loaded::Now(500), "round {round}");
+        }
+    }
+
+    /// A load whose marker is already there loads nothing: neither a
+    /// retry after the commit nor an attempt racing the first one. A new
+    /// generation loads again.
+    async fn loads_once_per_generation(url: &str, table: &str) {
+        let config =
+            DaemonConfig::parse("", std::path::Path::new("sluice.toml"), &|_| None).unwrap();
+        let spec = SqlLoad {
+            input: "a".into(),
+            connection: url.into(),
+            table: table.into(),
+            mode: LoadMode::Append,
+            create: true,
+            batch_size: 7,
+        };
+        let count = || async {
+            let target = DbTarget::resolve(&config, url).unwrap();
+            let sql = format!(
+                "SELECT count(*) FROM {}",
+                quote_path(table, target.kind().unwrap())
+            );
+            match target.kind().unwrap() {
+                DbKind::Postgres => {
+                    let mut c = target.connect::<sqlx::PgConnection>().await.unwrap();
+                    sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap()
+                }
+                DbKind::MySql => {
+                    let mut c = target.connect::<sqlx::MySqlConnection>().await.unwrap();
+                    sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap()
+                }
+                DbKind::Sqlite => {
+                    let mut c = target.connect::<sqlx::SqliteConnection>().await.unwrap();
+                    sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap()
+                }
+            }
+        };
+        let first = marker(table, "load", 1);
+        assert_eq!(earlier_load(&config, &spec, &first).await.unwrap(), None);
+        let (ra, rb) = tokio::join!(
+            load(&config, request(&spec, table, &first), rows(0, 100)),
+            load(&config, request(&spec, table, &first), rows(0, 100))
+        );
+        let mut outcomes = [ra.unwrap(), rb.unwrap()];
+        outcomes.sort_by_key(|o| matches!(o, Loaded::Before(_)));
+        assert_eq!(outcomes, [Loaded::Now(100), Loaded::Before(100)]);
+        assert_eq!(count().await, 100);
+        assert_eq!(
+            earlier_load(&config, &spec, &first).await.unwrap(),
+            Some(100)
+        );
+        let retry = LoadMarker {
+            attempt: 2,
+            ..first.clone()
+        };
+        assert_eq!(
+            load(&config, request(&spec, table, &retry), rows(0, 100))
+                .await
+                .unwrap(),
+            Loaded::Before(100)
+        );
+        assert_eq!(count().await, 100);
+        let rerun = marker(table, "load", 2);
+        assert_eq!(
+            load(&config, request(&spec, table, &rerun), rows(0, 100))
+                .await
+                .unwrap(),
+            Loaded::Now(100)
+        );
+        assert_eq!(count().await, 200);
+    }
+
+    #[tokio::test]
+    async fn loads_once_per_generation_on_postgres() {
+        loads_once_per_generation("postgres://postgres@127.0.0.1:5432/test", &unique("once")).await;
+    }
+
+    #[tokio::test]
+    async fn loads_once_per_generation_on_mysql() {
+        loads_once_per_generation("mysql://root@127.0.0.1:3306/test", &unique("once")).await;
+    }
+
+    #[tokio::test]
+    async fn loads_once_per_generation_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        std::fs::File::create(&file).unwrap();
+        loads_once_per_generation(&format!("sqlite://{}", file.display()), "once").await;
+    }
+
+    fn marker(job: &str, task: &str, generation: i64) -> LoadMarker {
+        LoadMarker {
+            job: job.into(),
+            task: task.into(),
+            logical_date: "2026-12-02T00:00:00Z".into(),
+            generation,
+            attempt: 1,
+        }
+    }
+
+    fn request<'a>(spec: &'a SqlLoad, table: &'a str, marker: &'a LoadMarker) -> LoadRequest<'a> {
+        LoadRequest {
+            spec,
+            table,
+            delete_where: None,
+            marker,
         }
     }
 

@@ -21,7 +21,7 @@ use sluice_core::config::{DaemonConfig, SqlExtract};
 use sluice_core::redact::redact_url;
 
 pub use incremental::{Mark, MarkSource};
-pub use load::load;
+pub use load::{LoadMarker, LoadRequest, Loaded, MARKER_TABLE, earlier_load, load};
 pub use poke::poke;
 
 /// A database to talk to, with the name errors call it by.
@@ -337,6 +337,9 @@ fn range_queries(query: &str, ranges: Vec<Vec<String>>) -> Vec<Vec<String>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod pg_roundtrip_tests;
 
 #[cfg(test)]
 mod reader_failure_tests;

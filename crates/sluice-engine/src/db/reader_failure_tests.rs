@@ -5,11 +5,10 @@
 //! `sluice_test_panic_after_N` (see `producers::injected_panic`), on the
 //! machine's PostgreSQL and MariaDB and on a SQLite file.
 
-use crate::runner::{Engine, TaskState, run};
+use crate::runner::{Engine, TaskAttempt, Units};
 use sluice_core::config::{DaemonConfig, parse_job};
 use sqlx::Connection;
 use std::path::Path;
-use std::sync::Arc;
 
 const ROWS: i64 = 5000;
 
@@ -58,13 +57,17 @@ url = "file://{d}/out/"
     );
     let job = parse_job(&job, &dir.path().join("panics.toml"), &|_| None).unwrap();
     let ctx = job.manual_context(chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap());
-    let engine = Arc::new(Engine::new(config).unwrap());
-    let report = run(engine, Arc::new(job), Arc::new(ctx), None)
+    let engine = Engine::new(config).unwrap();
+    let units = Units::all(&job);
+    let attempt = TaskAttempt {
+        generation: 1,
+        attempt: 1,
+    };
+    let error = engine
+        .run_unit(&job, &ctx, &units, "out", attempt)
         .await
-        .expect("the run itself is reported");
-    let out = report.tasks.iter().find(|t| t.task == "out").unwrap();
-    assert_eq!(out.state, TaskState::Failed, "{report:?}");
-    let error = out.error.as_deref().unwrap_or_default();
+        .expect_err("a reader's panic fails the load it feeds")
+        .to_string();
     assert!(
         error.contains("panicked") && error.contains("injected panic"),
         "the error must say a reader panicked: {error}"

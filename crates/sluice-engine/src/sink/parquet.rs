@@ -65,7 +65,17 @@ pub struct WriteSummary {
     pub bytes: u64,
     /// Final paths of the files written.
     pub files: Vec<String>,
+    /// The most files that were open at once.
+    pub peak_open: usize,
 }
+
+/// Files a write keeps open at once. Each open file holds a row group's
+/// worth of encoded columns and an upload buffer, so a `partition_by`
+/// column with thousands of values must not open thousands: past this
+/// many, the file written to least recently is closed (its partition gets
+/// a new file if more of its rows come). Data ordered by the partition
+/// columns, as time-partitioned logs are, rarely reaches the bound.
+pub const MAX_OPEN_FILES: usize = 64;
 
 struct OpenFile {
     /// Taken out while a batch is encoded on the blocking pool.
@@ -74,6 +84,8 @@ struct OpenFile {
     uploaded: u64,
     tmp: Path,
     final_path: Path,
+    /// When it was last written to, in writes of this dataset.
+    last_write: u64,
 }
 
 /// A file written but not yet committed.
@@ -131,6 +143,8 @@ pub async fn write_dataset(
         props,
         data_schema: data_schema.clone(),
         open: HashMap::new(),
+        peak_open: 0,
+        writes: 0,
         written: Vec::new(),
         seq: 0,
         rows: 0,
@@ -175,6 +189,7 @@ pub async fn write_dataset(
             .iter()
             .map(|w| w.final_path.to_string())
             .collect(),
+        peak_open: state.peak_open,
     })
 }
 
@@ -234,6 +249,9 @@ struct WriteState<'a> {
     props: WriterProperties,
     data_schema: SchemaRef,
     open: HashMap<String, OpenFile>,
+    peak_open: usize,
+    /// Writes so far, the clock of `OpenFile::last_write`.
+    writes: u64,
     written: Vec<Written>,
     seq: u32,
     rows: u64,
@@ -247,6 +265,16 @@ impl WriteState<'_> {
     }
 
     async fn open_file(&mut self, folder: &str, first: &RecordBatch) -> Result<()> {
+        if self.open.len() >= MAX_OPEN_FILES {
+            let stalest = self
+                .open
+                .iter()
+                .min_by_key(|(_, f)| f.last_write)
+                .map(|(k, _)| k.clone())
+                .expect("files are open");
+            let file = self.open.remove(&stalest).expect("present");
+            self.close(file).await?;
+        }
         let dir = self.folder(folder);
         let n = self.seq;
         self.seq += 1;
@@ -269,8 +297,10 @@ impl WriteState<'_> {
                 uploaded: 0,
                 tmp,
                 final_path,
+                last_write: self.writes,
             },
         );
+        self.peak_open = self.peak_open.max(self.open.len());
         Ok(())
     }
 
@@ -283,7 +313,9 @@ impl WriteState<'_> {
             if !self.open.contains_key(folder) {
                 self.open_file(folder, &batch.slice(offset, len)).await?;
             }
+            self.writes += 1;
             let file = self.open.get_mut(folder).expect("opened above");
+            file.last_write = self.writes;
             let mut encoder = file
                 .encoder
                 .take()

@@ -395,3 +395,46 @@ async fn a_publish_lists_only_its_own_folders() {
         .unwrap_or(0);
     assert_eq!(lists, 2, "one listing per folder written (dt=b, dt=d)");
 }
+
+#[tokio::test]
+async fn partitions_past_the_bound_do_not_stay_open() {
+    // 1,000 partitions in one stream, in order of their values, as
+    // time-partitioned data comes: at most MAX_OPEN_FILES are open at
+    // once, every row is written once, and each partition gets one file.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = Location {
+        store: Arc::new(LocalFileSystem::new()),
+        path: Path::from_absolute_path(dir.path().join("out")).unwrap(),
+        store_url: url::Url::parse("file:///").unwrap(),
+    };
+    let days: Vec<&'static str> = (0..1000)
+        .map(|i| &*Box::leak(format!("p{i:04}").into_boxed_str()))
+        .collect();
+    let batches: Vec<_> = (0..10)
+        .map(|b| {
+            Ok(batch(b * 10_000..(b + 1) * 10_000, |i| {
+                days[(i / 100) as usize]
+            }))
+        })
+        .collect();
+    let stream = Box::pin(RecordBatchStreamAdapter::new(
+        schema(),
+        futures::stream::iter(batches),
+    ));
+    let options = ParquetOptions {
+        partition_by: vec!["dt".into()],
+        ..ParquetOptions::default()
+    };
+    let summary = write_dataset(stream, &dest, "job-task-20261124", &options)
+        .await
+        .unwrap();
+    assert_eq!(summary.rows, 100_000);
+    assert!(
+        summary.peak_open <= super::parquet::MAX_OPEN_FILES,
+        "{} files open at once",
+        summary.peak_open
+    );
+    let written = files(&dir.path().join("out"));
+    let parquet = written.iter().filter(|f| f.ends_with(".parquet")).count();
+    assert_eq!(parquet, 1000, "one file per partition");
+}
