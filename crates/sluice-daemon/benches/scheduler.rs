@@ -24,7 +24,7 @@ use sluice_daemon::clock::SystemClock;
 use sluice_daemon::executor::{Daemon, Options, TaskError, TaskRunner, new_run};
 use sluice_daemon::jobs::JobSet;
 use sluice_daemon::state::StateStore;
-use sluice_engine::runner::{UnitOutput, Units};
+use sluice_engine::runner::{TaskAttempt, UnitOutput, Units};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +39,7 @@ impl TaskRunner for Noop {
         _: Arc<RunContext>,
         _: Arc<Units>,
         _: String,
+        _: TaskAttempt,
     ) -> BoxFuture<'static, Result<UnitOutput, TaskError>> {
         Box::pin(async {
             Ok(UnitOutput {
@@ -146,7 +147,11 @@ async fn bench(state: &str, dir: &Path, shape: &str, runs: usize) -> Result_ {
         only: Some(keys.clone()),
         ..Options::default()
     };
-    let jobs = JobSet::new(jobs_dir, Box::new(|_| None), Box::new(|_| Ok(())));
+    let jobs = JobSet::new(
+        jobs_dir,
+        Box::new(|_| None),
+        sluice_daemon::jobs::no_checks(),
+    );
     let mut daemon = Daemon::new(
         store.clone(),
         Arc::new(Noop),

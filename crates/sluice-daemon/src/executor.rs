@@ -21,7 +21,7 @@ use sluice_core::config::{Job, TaskKind};
 use sluice_core::schedule::Plan;
 use sluice_core::template::RunContext;
 use sluice_engine::ErrorKind;
-use sluice_engine::runner::{Engine, UnitOutput, Units};
+use sluice_engine::runner::{Engine, TaskAttempt, UnitOutput, Units};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,9 @@ use tokio::task::JoinSet;
 pub struct TaskError {
     pub kind: ErrorKind,
     pub message: String,
+    /// The upstream task whose staged output was missing, if that is why:
+    /// the executor then says which replica wrote it.
+    pub missing_input: Option<String>,
 }
 
 impl TaskError {
@@ -39,13 +42,17 @@ impl TaskError {
         TaskError {
             kind,
             message: message.into(),
+            missing_input: None,
         }
     }
 }
 
 impl From<sluice_engine::Error> for TaskError {
     fn from(e: sluice_engine::Error) -> Self {
-        TaskError::new(e.kind(), e.to_string())
+        TaskError {
+            missing_input: e.missing_input().map(str::to_string),
+            ..TaskError::new(e.kind(), e.to_string())
+        }
     }
 }
 
@@ -60,6 +67,7 @@ pub trait TaskRunner: Send + Sync + 'static {
         ctx: Arc<RunContext>,
         units: Arc<Units>,
         unit: String,
+        attempt: TaskAttempt,
     ) -> BoxFuture<'static, Result<UnitOutput, TaskError>>;
 
     /// One poke of a sensor.
@@ -83,9 +91,10 @@ impl TaskRunner for EngineRunner {
         ctx: Arc<RunContext>,
         units: Arc<Units>,
         unit: String,
+        attempt: TaskAttempt,
     ) -> BoxFuture<'static, Result<UnitOutput, TaskError>> {
         let engine = self.0.clone();
-        Box::pin(async move { Ok(engine.run_unit(&job, &ctx, &units, &unit).await?) })
+        Box::pin(async move { Ok(engine.run_unit(&job, &ctx, &units, &unit, attempt).await?) })
     }
 
     fn poke(
@@ -183,6 +192,8 @@ struct Attempt {
     unit: String,
     members: Vec<String>,
     attempt: i64,
+    /// What the engine records with a load.
+    task_attempt: TaskAttempt,
     sensor: bool,
 }
 
@@ -219,6 +230,9 @@ pub struct Daemon {
     opts: Options,
     active: BTreeMap<(String, String), ActiveRun>,
     running: JoinSet<Done>,
+    /// Removals of succeeded runs' staging: off the loop, since on object
+    /// storage they take a request per file.
+    cleanups: JoinSet<()>,
     in_flight: HashMap<tokio::task::Id, Attempt>,
     paused: HashSet<String>,
     /// When each free worker became free, oldest first (one per worker).
@@ -249,6 +263,7 @@ impl Daemon {
             opts,
             active: BTreeMap::new(),
             running: JoinSet::new(),
+            cleanups: JoinSet::new(),
             in_flight: HashMap::new(),
             paused: HashSet::new(),
             free_since: VecDeque::new(),
@@ -320,7 +335,26 @@ impl Daemon {
                 Err(e) => return Err(e),
             }
         }
-        self.drain().await
+        let drained = self.drain().await;
+        self.finish_cleanups().await;
+        drained
+    }
+
+    /// Waits, up to the shutdown grace, for staging removals under way; a
+    /// run's staging left behind is removed when it runs again, or by hand.
+    async fn finish_cleanups(&mut self) {
+        let grace = self.opts.shutdown_grace;
+        let all = async {
+            while let Some(done) = self.cleanups.join_next().await {
+                log_cleanup(done);
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                left = self.cleanups.len(),
+                "stopping before the staging of every succeeded run was removed"
+            );
+        }
     }
 
     /// One turn of the loop: scan when due, start what is ready, then wait
@@ -334,6 +368,9 @@ impl Daemon {
         if Instant::now() >= *next_scan {
             self.scan().await?;
             *next_scan = Instant::now() + self.opts.scan_interval;
+        }
+        while let Some(done) = self.cleanups.try_join_next() {
+            log_cleanup(done);
         }
         let wake = self.dispatch().await?;
         if let Some(only) = &self.opts.only
@@ -433,7 +470,7 @@ impl Daemon {
     /// Reads the jobs folder and the state store again and creates due runs.
     async fn scan(&mut self) -> Result<()> {
         let now = self.clock.now();
-        let changes = self.jobs.scan();
+        let changes = self.jobs.scan().await;
         for (name, file) in &changes.loaded {
             tracing::info!(dag = %name, file = %file.display(), "job loaded");
             self.store
@@ -828,6 +865,12 @@ impl Daemon {
             unit: unit.to_string(),
             members,
             attempt: run.tis[unit].try_number,
+            task_attempt: TaskAttempt {
+                // A run of a date is created once, so its creation time
+                // tells this run of the task instance from another.
+                generation: run.row.created_at,
+                attempt: run.tis[unit].try_number,
+            },
             sensor,
         };
         let (job, ctx, units) = (run.job.clone(), run.ctx.clone(), run.units.clone());
@@ -848,7 +891,7 @@ impl Daemon {
             let outcome = if a.sensor {
                 Outcome::Poked(runner.poke(job, ctx, a.unit.clone()).await)
             } else {
-                let work = runner.run(job, ctx, units, a.unit.clone());
+                let work = runner.run(job, ctx, units, a.unit.clone(), a.task_attempt);
                 Outcome::Ran(match timeout {
                     Some(limit) => match tokio::time::timeout(limit, work).await {
                         Ok(r) => r,
@@ -973,7 +1016,15 @@ impl Daemon {
                 };
                 self.record(&key, &a.members, update, out).await?;
             }
-            Err(TaskError { kind, message }) => {
+            Err(TaskError {
+                kind,
+                message,
+                missing_input,
+            }) => {
+                let message = match missing_input {
+                    Some(upstream) => self.where_staged(a, &upstream, message).await,
+                    None => message,
+                };
                 let failures = failures + 1;
                 let retry =
                     !sensor_timed_out && kind.is_retryable() && failures <= i64::from(task.retries);
@@ -1019,6 +1070,33 @@ impl Daemon {
             }
         }
         self.maybe_finish(&key).await
+    }
+
+    /// `message` (an upstream task's staged output is missing) with the
+    /// replica that wrote that output: on a second replica, a `file://`
+    /// staging folder is another machine's disk.
+    async fn where_staged(&self, a: &Attempt, upstream: &str, message: String) -> String {
+        let rows = match self.store.task_instances(&a.dag, &a.run_id).await {
+            Ok(rows) => rows,
+            // The message stands without the replica's name.
+            Err(_) => return message,
+        };
+        match rows
+            .iter()
+            .find(|t| t.task == upstream)
+            .and_then(|t| t.ended_by.as_deref())
+        {
+            Some(by) if by != self.opts.worker_id => format!(
+                "{message}; it was written by replica {by}, and this attempt ran on {me}: \
+                 every replica must reach the staging store (object storage such as s3://, \
+                 or a file system mounted on each)",
+                me = self.opts.worker_id
+            ),
+            Some(by) => {
+                format!("{message}; it was written by this replica ({by}) and since removed")
+            }
+            None => message,
+        }
     }
 
     /// Writes an attempt's end for each member of its unit.
@@ -1100,9 +1178,8 @@ impl Daemon {
         {
             tracing::info!(dag = %key.0, run = %key.1, state, "run finished");
             if state == "success" {
-                self.runner
-                    .run_succeeded(run.job.clone(), run.ctx.clone())
-                    .await;
+                self.cleanups
+                    .spawn(self.runner.run_succeeded(run.job.clone(), run.ctx.clone()));
             }
         }
         self.active.remove(key);
@@ -1271,5 +1348,18 @@ fn humanize(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{:.3}s", d.as_secs_f64())
+    }
+}
+
+/// A staging removal that panicked is a bug to see in the logs; it
+/// changes no run's outcome.
+fn log_cleanup(done: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        tracing::error!(
+            error = %sluice_engine::panic_message(e.into_panic()),
+            "removing a run's staging panicked"
+        );
     }
 }

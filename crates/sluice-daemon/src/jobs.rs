@@ -5,6 +5,7 @@
 //! the state store). Polling the folder, rather than subscribing to file
 //! events, also sees edits made through Kubernetes ConfigMap symlink swaps.
 
+use futures::future::BoxFuture;
 use sluice_core::config::{Job, parse_job};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,15 @@ pub struct Changes {
 }
 
 /// Checks a parsed job beyond its own file (SQL plans, connections).
-pub type Validator = Box<dyn Fn(&Job) -> Result<(), String> + Send + Sync>;
+/// Async, so that the daemon's loop awaits it rather than blocking a
+/// runtime thread on it.
+pub type Validator =
+    Box<dyn for<'a> Fn(&'a Job) -> BoxFuture<'a, Result<(), String>> + Send + Sync>;
+
+/// A validator that accepts every job that parses.
+pub fn no_checks() -> Validator {
+    Box::new(|_| Box::pin(async { Ok(()) }))
+}
 
 /// Looks up environment variables for `${VAR}` in job files.
 pub type Env = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -55,7 +64,8 @@ impl Source {
 }
 
 pub struct JobSet {
-    dir: PathBuf,
+    /// The folder scanned; `None` for a fixed set.
+    dir: Option<PathBuf>,
     env: Env,
     validator: Validator,
     files: BTreeMap<PathBuf, Loaded>,
@@ -65,12 +75,26 @@ pub struct JobSet {
 impl JobSet {
     pub fn new(dir: PathBuf, env: Env, validator: Validator) -> JobSet {
         JobSet {
-            dir,
+            dir: Some(dir),
             env,
             validator,
             files: BTreeMap::new(),
             jobs: HashMap::new(),
         }
+    }
+
+    /// Just `job`, never scanned for changes: what `sluice run` runs is
+    /// the job as it was read, cut down to the tasks asked for.
+    pub fn fixed(job: Job) -> JobSet {
+        let mut set = JobSet {
+            dir: None,
+            env: Box::new(|_| None),
+            validator: no_checks(),
+            files: BTreeMap::new(),
+            jobs: HashMap::new(),
+        };
+        set.insert(job);
+        set
     }
 
     /// Adds a job read from elsewhere (a backfill of a file outside the
@@ -88,9 +112,12 @@ impl JobSet {
     }
 
     /// Reads the folder and applies what changed since the last scan.
-    pub fn scan(&mut self) -> Changes {
+    pub async fn scan(&mut self) -> Changes {
         let mut changes = Changes::default();
-        let present: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
+        let Some(dir) = &self.dir else {
+            return changes;
+        };
+        let present: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(entries) => {
                 let mut v: Vec<PathBuf> = entries
                     .filter_map(|e| e.ok().map(|e| e.path()))
@@ -100,7 +127,7 @@ impl JobSet {
                 v
             }
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the jobs folder");
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot read the jobs folder");
                 return changes;
             }
         };
@@ -114,9 +141,10 @@ impl JobSet {
             }
             let text = source.text.clone();
             let previous = self.files.get(path).and_then(|l| l.job.clone());
-            let parsed = parse_job(&text, path, &*self.env)
-                .map_err(|e| e.to_string())
-                .and_then(|job| (self.validator)(&job).map(|()| job));
+            let parsed = match parse_job(&text, path, &*self.env) {
+                Ok(job) => (self.validator)(&job).await.map(|()| job),
+                Err(e) => Err(e.to_string()),
+            };
             match parsed {
                 Ok(job) => {
                     let clash = self
@@ -208,35 +236,35 @@ mod tests {
     use super::*;
 
     fn set(dir: &Path) -> JobSet {
-        JobSet::new(dir.to_path_buf(), Box::new(|_| None), Box::new(|_| Ok(())))
+        JobSet::new(dir.to_path_buf(), Box::new(|_| None), no_checks())
     }
 
     const JOB: &str = "schedule = \"@daily\"\n[tasks.a]\ncheck = \"SELECT true\"\n";
 
-    #[test]
-    fn bad_edit_keeps_the_last_valid_version() {
+    #[tokio::test]
+    async fn bad_edit_keeps_the_last_valid_version() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("daily.toml");
         std::fs::write(&file, JOB).unwrap();
         let mut jobs = set(dir.path());
-        let c = jobs.scan();
+        let c = jobs.scan().await;
         assert_eq!(c.loaded.len(), 1);
         assert!(jobs.get("daily").is_some());
         // Nothing changed: nothing reported.
-        let c = jobs.scan();
+        let c = jobs.scan().await;
         assert!(c.loaded.is_empty() && c.failed.is_empty());
 
         std::fs::write(&file, "schedule = \"@daily\"\n[tasks.a]\nchek = \"x\"\n").unwrap();
-        let c = jobs.scan();
+        let c = jobs.scan().await;
         assert_eq!(c.failed.len(), 1);
         assert_eq!(c.failed[0].0, "daily");
         assert!(c.failed[0].2.contains("tasks.a"), "{}", c.failed[0].2);
         assert!(jobs.get("daily").is_some(), "the last valid version stays");
         // The same bad text is reported once.
-        assert!(jobs.scan().failed.is_empty());
+        assert!(jobs.scan().await.failed.is_empty());
 
         std::fs::write(&file, JOB.replace("@daily", "@hourly")).unwrap();
-        let c = jobs.scan();
+        let c = jobs.scan().await;
         assert_eq!(c.loaded.len(), 1);
         assert_eq!(
             jobs.get("daily").unwrap().schedule.as_ref().unwrap().expr,
@@ -244,20 +272,20 @@ mod tests {
         );
 
         std::fs::remove_file(&file).unwrap();
-        let c = jobs.scan();
+        let c = jobs.scan().await;
         assert_eq!(c.removed, vec!["daily".to_string()]);
         assert!(jobs.get("daily").is_none());
     }
 
-    #[test]
-    fn an_edit_to_a_sql_file_reloads_its_job() {
+    #[tokio::test]
+    async fn an_edit_to_a_sql_file_reloads_its_job() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("sql")).unwrap();
         let file = dir.path().join("daily.toml");
         std::fs::write(&file, "[tasks.a]\ncheck = \"sql/a.sql\"\n").unwrap();
         let mut jobs = set(dir.path());
         // Missing: an error naming the file, then loaded once it appears.
-        let c = jobs.scan();
+        let c = jobs.scan().await;
         assert_eq!(c.failed.len(), 1);
         assert!(
             c.failed[0].2.contains("cannot read SQL file"),
@@ -265,22 +293,22 @@ mod tests {
             c.failed[0].2
         );
         std::fs::write(dir.path().join("sql/a.sql"), "SELECT true").unwrap();
-        let c = jobs.scan();
+        let c = jobs.scan().await;
         assert_eq!(c.loaded.len(), 1, "{c:?}");
         let sql = |jobs: &JobSet| match &jobs.get("daily").unwrap().tasks[0].kind {
             sluice_core::config::TaskKind::Check(c) => c.sql.clone(),
             other => panic!("{other:?}"),
         };
         assert_eq!(sql(&jobs), "SELECT true");
-        assert!(jobs.scan().loaded.is_empty(), "nothing changed");
+        assert!(jobs.scan().await.loaded.is_empty(), "nothing changed");
         // An edit to the SQL alone reloads the job.
         std::fs::write(dir.path().join("sql/a.sql"), "SELECT 1 = 1").unwrap();
-        let c = jobs.scan();
+        let c = jobs.scan().await;
         assert_eq!(c.loaded.len(), 1, "{c:?}");
         assert_eq!(sql(&jobs), "SELECT 1 = 1");
         // Removed: reported, and the last valid version keeps running.
         std::fs::remove_file(dir.path().join("sql/a.sql")).unwrap();
-        let c = jobs.scan();
+        let c = jobs.scan().await;
         assert_eq!(c.failed.len(), 1);
         assert_eq!(sql(&jobs), "SELECT 1 = 1");
     }

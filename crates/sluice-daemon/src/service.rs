@@ -11,7 +11,7 @@ use chrono::{NaiveDate, Utc};
 use sluice_core::config::{DaemonConfig, Job};
 use sluice_core::env::process_env;
 use sluice_core::schedule::Plan;
-use sluice_engine::runner::Engine;
+use sluice_engine::runner::{Engine, RunReport, TaskReport, TaskState};
 use std::sync::Arc;
 
 /// The jobs folder of `config`, each job checked as `sluice validate`
@@ -23,19 +23,19 @@ pub fn job_set(config: &DaemonConfig) -> JobSet {
         config.jobs.clone(),
         Box::new(process_env),
         Box::new(move |job| {
-            let errors = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current()
-                    .block_on(sluice_engine::validate::check_job(job, &cfg))
-            });
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"))
-            }
+            let cfg = cfg.clone();
+            Box::pin(async move {
+                let errors = sluice_engine::validate::check_job(job, &cfg).await;
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"))
+                }
+            })
         }),
     )
 }
@@ -136,4 +136,94 @@ pub async fn create_backfill(
         keys.push((run.dag, run.run_id));
     }
     Ok(keys)
+}
+
+/// `sluice run`: one run of `job` for `date` in this process, on the
+/// daemon's executor with a state store of its own in a temporary folder,
+/// so that retries, timeouts and sensors behave exactly as under `serve`.
+/// Incremental extracts read their marks from `marks` (the configured
+/// state store), and the marks the run leaves are written there once it
+/// has succeeded. Returns what each task did, in DAG order.
+pub async fn run_once(
+    config: &DaemonConfig,
+    job: Job,
+    date: NaiveDate,
+    marks: Option<StateStore>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<RunReport> {
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-run-")
+        .tempdir()
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "cannot create the run's temporary state store: {e}"
+            ))
+        })?;
+    let store = StateStore::connect(&format!("sqlite://{}/state.db", dir.path().display())).await?;
+    let (run_id, _) = trigger(&store, &job, date, None).await?;
+    let mut engine = Engine::new(config.clone())?;
+    if let Some(marks) = &marks {
+        engine = engine.with_marks(Arc::new(marks.clone()));
+    }
+    let opts = Options {
+        schedule: false,
+        only: Some(vec![(job.name.clone(), run_id.clone())]),
+        ..options(config)
+    };
+    let job = Arc::new(job);
+    let mut daemon = Daemon::new(
+        store.clone(),
+        Arc::new(EngineRunner(Arc::new(engine))),
+        Arc::new(SystemClock),
+        JobSet::fixed((*job).clone()),
+        opts,
+    );
+    daemon.serve(stop).await?;
+    let tis = store.task_instances(&job.name, &run_id).await?;
+    let mut tasks = Vec::new();
+    for id in &job.dag.order {
+        let task = job.task(id).expect("task of the job");
+        let Some(ti) = tis.iter().find(|t| &t.task == id) else {
+            continue;
+        };
+        let state = match ti.state.as_str() {
+            "success" => TaskState::Success,
+            "upstream_failed" => TaskState::UpstreamFailed,
+            _ => TaskState::Failed,
+        };
+        let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+        let duration = match (ti.first_try_at, ti.ended_at) {
+            (Some(s), Some(e)) if e >= s => std::time::Duration::from_micros((e - s) as u64),
+            _ => std::time::Duration::ZERO,
+        };
+        tasks.push(TaskReport {
+            task: id.clone(),
+            kind: task.kind.key(),
+            state,
+            rows_in: count(ti.rows_in),
+            rows_out: count(ti.rows_out),
+            bad_records: count(ti.bad_records),
+            bytes_written: count(ti.bytes_written),
+            duration,
+            attempts: u32::try_from(ti.try_number).unwrap_or(0),
+            error: ti.error.clone(),
+            watermark: None,
+        });
+    }
+    let report = RunReport {
+        job: job.name.clone(),
+        run_id,
+        tasks,
+    };
+    if report.success()
+        && let Some(marks) = &marks
+    {
+        let now = Utc::now().timestamp_micros();
+        for t in &report.tasks {
+            if let Some(mark) = store.watermark(&job.name, &t.task).await? {
+                marks.set_watermark(&job.name, &t.task, &mark, now).await?;
+            }
+        }
+    }
+    Ok(report)
 }

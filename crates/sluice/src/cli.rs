@@ -1,14 +1,12 @@
 //! Command-line arguments and what each command does.
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use chrono::NaiveDate;
 use sluice_core::config::{DaemonConfig, Extract, Job, TaskKind, load_job, load_jobs_dir};
 use sluice_core::env::process_env;
-use sluice_engine::runner::{Engine, run};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -149,33 +147,13 @@ async fn validate(config: &DaemonConfig, paths: &[PathBuf]) -> Result<ExitCode> 
     }
 }
 
-/// Finds a job by file path or by name in the jobs folder.
-pub fn find_job(config: &DaemonConfig, job: &str) -> Result<Job> {
-    let as_path = Path::new(job);
-    if job.ends_with(".toml") || as_path.is_file() {
-        return Ok(load_job(as_path, &process_env)?);
-    }
-    let (jobs, errors) = load_jobs_dir(&config.jobs, &process_env)
-        .with_context(|| format!("reading jobs folder {}", config.jobs.display()))?;
-    if let Some(found) = jobs.into_iter().find(|j| j.name == job) {
-        return Ok(found);
-    }
-    for e in errors {
-        // The job may be the one that failed to load: show why.
-        if e.to_string().contains(&format!("{job}.toml")) {
-            return Err(e.into());
-        }
-    }
-    bail!("no job named \"{job}\" in {}", config.jobs.display())
-}
-
 async fn run_job(
     config: DaemonConfig,
     name: &str,
     date: Option<NaiveDate>,
     task: Option<&str>,
 ) -> Result<ExitCode> {
-    let job = match find_job(&config, name) {
+    let job = match crate::job_lookup::find_job(&config, name) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("{e:#}");
@@ -183,34 +161,34 @@ async fn run_job(
         }
     };
     let date = date.unwrap_or_else(|| default_date(&job));
-    let ctx = job.manual_context(date);
+    let job = match task {
+        None => job,
+        Some(id) => match job.only(id) {
+            Some(j) => j,
+            None => {
+                eprintln!(
+                    "job \"{}\" has no task \"{id}\"; tasks: {}",
+                    job.name,
+                    job.dag.order.join(", ")
+                );
+                return Ok(ExitCode::from(1));
+            }
+        },
+    };
     // Incremental extracts keep their marks in the state store, as under
     // the daemon; other jobs run without opening it.
     let incremental = job
         .tasks
         .iter()
         .any(|t| matches!(&t.kind, TaskKind::Extract(Extract::Sql(q)) if q.incremental.is_some()));
-    let store = if incremental {
+    let marks = if incremental {
         Some(sluice_daemon::state::StateStore::connect(&config.state).await?)
     } else {
         None
     };
-    let mut engine = Engine::new(config)?;
-    if let Some(store) = &store {
-        engine = engine.with_marks(Arc::new(store.clone()));
-    }
-    let job = Arc::new(job);
-    let report = run(Arc::new(engine), job.clone(), Arc::new(ctx), task).await?;
-    if let Some(store) = &store
-        && report.success()
-    {
-        let now = chrono::Utc::now().timestamp_micros();
-        for t in &report.tasks {
-            if let Some(mark) = &t.watermark {
-                store.set_watermark(&job.name, &t.task, mark, now).await?;
-            }
-        }
-    }
+    let report =
+        sluice_daemon::service::run_once(&config, job, date, marks, crate::signals::stop_signal())
+            .await?;
     print!("{}", crate::summary::render(&report));
     Ok(if report.success() {
         ExitCode::SUCCESS

@@ -22,33 +22,10 @@ pub async fn serve(config: DaemonConfig) -> Result<ExitCode> {
     // spawns then start on its thread, without a cross-thread wake-up.
     // Awaited at once, so its panic or error is this command's.
     #[allow(clippy::disallowed_methods)]
-    let serving = tokio::spawn(async move { daemon.serve(stop_signal()).await });
+    let serving = tokio::spawn(async move { daemon.serve(crate::signals::stop_signal()).await });
     serving.await??;
     tracing::info!("sluice stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves at the first SIGTERM or SIGINT.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot listen for stop signals");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// Runs every interval of `job` between two dates, in this process.
@@ -59,7 +36,7 @@ pub async fn backfill(
     to: NaiveDate,
 ) -> Result<ExitCode> {
     // A job that is missing or does not load: exit 1 with its error.
-    let job = crate::cli::find_job(&config, name)?;
+    let job = crate::job_lookup::find_job(&config, name)?;
     let store = StateStore::connect(&config.state).await?;
     let keys = service::create_backfill(&store, &job, from, to).await?;
     if keys.is_empty() {
@@ -73,7 +50,7 @@ pub async fn backfill(
     };
     let mut daemon = service::daemon(store, &config, opts)?;
     daemon.jobs_mut().insert(job.clone());
-    daemon.serve(stop_signal()).await?;
+    daemon.serve(crate::signals::stop_signal()).await?;
     let store = daemon.store();
     // The report waits out a state store outage as the daemon did.
     let limit = config.state_outage_limit;
@@ -108,7 +85,7 @@ pub async fn trigger(
     date: Option<NaiveDate>,
 ) -> Result<ExitCode> {
     // A job that is missing or does not load: exit 1 with its error.
-    let job = crate::cli::find_job(&config, name)?;
+    let job = crate::job_lookup::find_job(&config, name)?;
     let date = date.unwrap_or_else(|| Utc::now().with_timezone(&job.timezone).date_naive());
     let store = StateStore::connect(&config.state).await?;
     let (run_id, created) = service::trigger(&store, &job, date, None).await?;

@@ -3,6 +3,8 @@
 
 mod cli;
 mod daemon_cmd;
+mod job_lookup;
+mod signals;
 mod summary;
 
 use clap::Parser;

@@ -39,7 +39,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>], right_from: usize) -> String
 
 pub fn render(report: &RunReport) -> String {
     let header = [
-        "task", "kind", "state", "rows in", "rows out", "bad", "duration",
+        "task", "kind", "state", "rows in", "rows out", "bad", "duration", "tries",
     ];
     let rows: Vec<Vec<String>> = report
         .tasks
@@ -53,6 +53,7 @@ pub fn render(report: &RunReport) -> String {
                 t.rows_out.to_string(),
                 t.bad_records.to_string(),
                 format!("{:.2}s", t.duration.as_secs_f64()),
+                t.attempts.to_string(),
             ]
         })
         .collect();

@@ -74,10 +74,16 @@ impl Env {
 
     /// Starts `sluice serve`, its logs going to `serve-N.log`.
     fn serve(&self, n: u32) -> Child {
+        self.serve_with(n, &[])
+    }
+
+    /// `serve` with extra environment variables.
+    fn serve_with(&self, n: u32, vars: &[(&str, &str)]) -> Child {
         let log = std::fs::File::create(self.log_path(n)).unwrap();
         self.sluice()
             .arg("serve")
             .env("SLUICE_LOG", "info")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -494,14 +500,7 @@ async fn kill_and_restart(backend: Backend) {
     assert_eq!(interrupted.state, "running", "the kill left events running");
 
     let mut daemon = env.serve(2);
-    let run = wait_for("the run to finish", Duration::from_secs(60), || async {
-        store
-            .run("chain", &run_id)
-            .await
-            .unwrap()
-            .filter(|r| r.state == "success" || r.state == "failed")
-    })
-    .await;
+    let run = run_finished(&store, "chain", &run_id).await;
     assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(2));
     assert_eq!(run.state, "success", "{}", env.log(2));
     for t in store.task_instances("chain", &run_id).await.unwrap() {
@@ -532,8 +531,22 @@ async fn kill_and_restart(backend: Backend) {
     assert_eq!(count("events"), rows);
     assert_eq!(count("per_user"), 97);
     assert_eq!(count("small"), 10);
-    // The run's staging is gone after success.
-    assert!(files_under(&env.path().join("staging")).is_empty());
+    // The run's staging is gone after success: no file (hidden ones and
+    // the publish manifests included), no folder.
+    let left: Vec<_> = walkdir(&env.path().join("staging"));
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+/// Every entry under `dir`, folders and hidden files included.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            out.push(e.path());
+            out.extend(walkdir(&e.path()));
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------
@@ -874,6 +887,207 @@ async fn user_errors_fail_at_once(backend: Backend) {
 }
 
 // ---------------------------------------------------------------------
+// `sluice run` runs on the daemon's executor: the same jobs end each task
+// in the same state after the same number of attempts as under `serve`
+// (retries, a timeout, a sensor that waits and one that gives up).
+
+async fn run_and_serve_agree(backend: Backend) {
+    let env = Env::new(backend, "");
+    write_jsonl(&env.path().join("data/big.jsonl"), 300_000);
+    write_jsonl(&env.path().join("data/small.jsonl"), 10);
+    let jobs = ["broken", "slow", "waits", "gives_up", "chain"];
+    env.write_job("broken", BROKEN);
+    env.write_job("slow", SLOW);
+    env.write_job("waits", WAITS);
+    env.write_job("gives_up", GIVES_UP);
+    env.write_job("chain", CHAIN.replace("big.jsonl", "small.jsonl").as_str());
+    // The flag the waiting sensor looks for appears while it waits.
+    let flag = env.path().join("flags/2026-11-24/_SUCCESS");
+    let raise_flag = || {
+        std::thread::sleep(Duration::from_millis(700));
+        std::fs::create_dir_all(flag.parent().unwrap()).unwrap();
+        std::fs::write(&flag, "").unwrap();
+    };
+    type States = std::collections::BTreeMap<(String, String), (String, i64)>;
+    let mut by_run = States::new();
+    for job in jobs {
+        let _ = std::fs::remove_file(&flag);
+        let child = env
+            .sluice()
+            .args(["run", job, "--date", "2026-11-24"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if job == "waits" {
+            raise_flag();
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = common::stdout(&out);
+        // task kind state rows-in rows-out bad duration tries
+        for line in text.lines().skip(1).take_while(|l| !l.is_empty()) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(cols.len(), 8, "{text}");
+            by_run.insert(
+                (job.to_string(), cols[0].to_string()),
+                (cols[2].to_string(), cols[7].parse().unwrap()),
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&flag);
+    let mut daemon = env.serve(1);
+    let store = env.store().await;
+    let mut by_serve = States::new();
+    for job in jobs {
+        let out = common::run(env.sluice().args(["trigger", job, "--date", "2026-11-24"]));
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        if job == "waits" {
+            raise_flag();
+        }
+        let dag: &'static str = job;
+        let run = wait_for("the run to finish", Duration::from_secs(60), || {
+            finished_run(store.clone(), dag)
+        })
+        .await;
+        for t in store.task_instances(job, &run.run_id).await.unwrap() {
+            by_serve.insert((job.to_string(), t.task), (t.state, t.try_number));
+        }
+    }
+    assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(1));
+    assert_eq!(by_run, by_serve);
+    // And they are what each scenario should give.
+    let get = |job: &str, task: &str| by_run[&(job.to_string(), task.to_string())].clone();
+    assert_eq!(
+        get("broken", "missing_out"),
+        ("failed".into(), 2),
+        "retries = 1"
+    );
+    assert_eq!(get("slow", "big_out"), ("failed".into(), 1));
+    assert_eq!(
+        get("waits", "ready"),
+        ("success".into(), 1),
+        "pokes are one attempt"
+    );
+    assert_eq!(get("waits", "after"), ("success".into(), 1));
+    assert_eq!(get("gives_up", "never"), ("failed".into(), 1));
+    assert_eq!(get("chain", "per_user_out"), ("success".into(), 1));
+}
+
+// ---------------------------------------------------------------------
+// 10. SIGKILL after a SQL load committed but before the state store
+// heard of it: the restarted daemon finds the load's marker in the
+// target and does not append the rows again.
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Postgres,
+    Maria,
+    Sqlite,
+}
+
+/// Runs SQL on the load target; returns its output trimmed.
+fn target_sql(target: Target, url: &str, sql: &str) -> String {
+    match target {
+        Target::Postgres => common::psql(common::database_of(url), sql),
+        Target::Maria => common::mariadb(common::database_of(url), sql),
+        Target::Sqlite => common::python_script(
+            "import sqlite3, sys\nfor r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]): print(*r)",
+            &[url.trim_start_matches("sqlite://"), sql],
+        ),
+    }
+    .trim()
+    .to_string()
+}
+
+async fn killed_after_load_commit(target: Target) {
+    let env = Env::new(Backend::Sqlite, "");
+    let url = match target {
+        Target::Postgres => common::fresh_postgres_database(),
+        Target::Maria => common::fresh_mariadb_database(),
+        Target::Sqlite => {
+            let file = env.path().join("data/target.db");
+            std::fs::File::create(&file).unwrap();
+            format!("sqlite://{}", file.display())
+        }
+    };
+    let rows = 5000;
+    write_jsonl(&env.path().join("data/events.jsonl"), rows);
+    env.write_job(
+        "crash",
+        &format!(
+            "[tasks.events]\nextract = \"logs\"\npath = \"$DIR/data/events.jsonl\"\nformat = \"jsonl\"\n\
+             [tasks.load]\nload = \"sql\"\ninput = \"events\"\nconnection = \"{url}\"\ntable = \"events\"\n\
+             mode = \"append\"\ncreate = true\nbatch_size = 700\n"
+        ),
+    );
+    let out = common::run(
+        env.sluice()
+            .args(["trigger", "crash", "--date", "2026-11-24"]),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let store = env.store().await;
+    let run_id = store.recent_runs("crash", 1).await.unwrap()[0]
+        .run_id
+        .clone();
+    let mut daemon = env.serve_with(1, &[("SLUICE_FAULT_PAUSE", "after_load_commit:load")]);
+    // The marker commits with the rows; the test build then holds the
+    // task before it can report.
+    let markers = "SELECT count(*) FROM sluice_loads WHERE job = 'crash'";
+    wait_for("the load to commit", Duration::from_secs(60), || async {
+        (env.log(1).contains("fault injection") && target_sql(target, &url, markers) == "1")
+            .then_some(())
+    })
+    .await;
+    stop(&mut daemon, "-KILL");
+    let before = ti(&store, "crash", &run_id, "load").await.unwrap();
+    assert_eq!(
+        before.state, "running",
+        "the kill came before success was recorded"
+    );
+    assert_eq!(
+        target_sql(target, &url, "SELECT count(*) FROM events"),
+        rows.to_string()
+    );
+
+    let mut daemon = env.serve(2);
+    let run = run_finished(&store, "crash", &run_id).await;
+    assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(2));
+    assert_eq!(run.state, "success", "{}", env.log(2));
+    let load = ti(&store, "crash", &run_id, "load").await.unwrap();
+    assert_eq!(
+        (load.try_number, load.rows_out),
+        (2, Some(rows as i64)),
+        "{load:?}"
+    );
+    assert!(
+        env.log(2).contains("not loading again"),
+        "the retry says why it loaded nothing: {}",
+        env.log(2)
+    );
+    // Each source row once, and one marker.
+    assert_eq!(
+        target_sql(target, &url, "SELECT count(*) FROM events"),
+        rows.to_string()
+    );
+    assert_eq!(target_sql(target, &url, markers), "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_load_commit_on_postgres() {
+    killed_after_load_commit(Target::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_load_commit_on_mariadb() {
+    killed_after_load_commit(Target::Maria).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_load_commit_on_sqlite() {
+    killed_after_load_commit(Target::Sqlite).await
+}
+
+// ---------------------------------------------------------------------
 // 9. The state store's connections are cut again and again mid-run: the
 // daemon waits the outage out, every run finishes, each task once.
 
@@ -994,5 +1208,79 @@ on_both_backends!(
     invalid_edit_keeps_last_valid_version,
     sensors_wait_without_a_worker,
     backfill_runs_each_interval,
-    user_errors_fail_at_once
+    user_errors_fail_at_once,
+    run_and_serve_agree
 );
+
+/// The run once it has finished, success or failed (a minute at most).
+async fn run_finished(store: &StateStore, dag: &str, run_id: &str) -> RunRow {
+    wait_for("the run to finish", Duration::from_secs(60), || async {
+        store
+            .run(dag, run_id)
+            .await
+            .unwrap()
+            .filter(|r| r.state == "success" || r.state == "failed")
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------
+// 12. A task claimed by a replica that cannot see its upstream's staged
+// output (a file:// staging folder on another machine) says which task
+// and which replica wrote it.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_staged_input_names_its_task_and_replica() {
+    let env = Env::new(Backend::Sqlite, "");
+    write_jsonl(&env.path().join("data/events.jsonl"), 100);
+    env.write_job(
+        "split",
+        "retries = 0\n[tasks.events]\nextract = \"logs\"\npath = \"$DIR/data/events.jsonl\"\nformat = \"jsonl\"\n\
+         [tasks.busy]\ntransform = \"SELECT user, count(*) AS n FROM events GROUP BY user\"\n\
+         [tasks.out]\nload = \"parquet\"\ninput = \"busy\"\nurl = \"file://$DIR/out/\"\n",
+    );
+    let out = common::run(
+        env.sluice()
+            .args(["trigger", "split", "--date", "2026-11-24"]),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let store = env.store().await;
+    let run_id = store.recent_runs("split", 1).await.unwrap()[0]
+        .run_id
+        .clone();
+    // Replica "machine-a" runs the extract, then is stopped for good as
+    // the transform starts.
+    let mut a = env.serve_with(
+        1,
+        &[
+            // The load runs fused with the transform it reads: one unit,
+            // named for the load.
+            ("SLUICE_FAULT_PAUSE", "before_inputs:out"),
+            ("HOSTNAME", "machine-a"),
+        ],
+    );
+    wait_for(
+        "the transform to start",
+        Duration::from_secs(60),
+        || async { env.log(1).contains("fault injection").then_some(()) },
+    )
+    .await;
+    stop(&mut a, "-KILL");
+    // Replica "machine-b" has its own local staging folder.
+    let other = format!("file://{}/staging-b", env.path().display());
+    let mut b = env.serve_with(2, &[("SLUICE_STAGING", &other), ("HOSTNAME", "machine-b")]);
+    let run = run_finished(&store, "split", &run_id).await;
+    assert_eq!(stop(&mut b, "-TERM").code(), Some(0), "{}", env.log(2));
+    assert_eq!(run.state, "failed", "{}", env.log(2));
+    let busy = ti(&store, "split", &run_id, "busy").await.unwrap();
+    let error = busy.error.unwrap_or_default();
+    for part in [
+        "the output of task \"events\" is not in the staging store",
+        "staging-b",
+        "written by replica machine-a-",
+        "this attempt ran on machine-b-",
+        "every replica must reach the staging store",
+    ] {
+        assert!(error.contains(part), "{part:?} not in {error:?}");
+    }
+}

@@ -95,8 +95,11 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
-        name: "sluice_apply: a batch of task updates and a claim in one round trip",
-        statements: &[],
+        name: "who ended each task instance; sluice_apply: a pass's writes in one round trip",
+        // The replica that ran a task's last attempt, kept after it ends
+        // (`worker` is cleared): a downstream task on another replica that
+        // misses its staged input says where it was written.
+        statements: &["ALTER TABLE task_instances ADD COLUMN ended_by TEXT"],
         // Rows come from json_to_recordset, which parses each object once
         // (`->>` on a json value parses it again for each field).
         postgres: &[
@@ -115,7 +118,7 @@ pub const MIGRATIONS: &[Migration] = &[
                 next_try_at = v.next_try_at, ended_at = v.ended_at, rows_in = v.rows_in,
                 rows_out = v.rows_out, bad_records = v.bad_records,
                 bytes_written = v.bytes_written, error = v.error, watermark = v.watermark,
-                worker = NULL
+                ended_by = ti.worker, worker = NULL
             FROM json_to_recordset(ops->'finished') AS v(dag text, run_id text, task text,
                 state text, failures bigint, next_try_at bigint, ended_at bigint,
                 rows_in bigint, rows_out bigint, bad_records bigint, bytes_written bigint,

@@ -57,6 +57,8 @@ pub struct TaskInstanceRow {
     pub bad_records: Option<i64>,
     pub bytes_written: Option<i64>,
     pub error: Option<String>,
+    /// The replica (worker id) that ended the last attempt.
+    pub ended_by: Option<String>,
 }
 
 /// The end of an attempt.
@@ -243,7 +245,7 @@ BEGIN IMMEDIATE;
 UPDATE task_instances SET state = v.state, failures = v.failures,
     next_try_at = v.next_try_at, ended_at = v.ended_at, rows_in = v.rows_in,
     rows_out = v.rows_out, bad_records = v.bad_records, bytes_written = v.bytes_written,
-    error = v.error, watermark = v.watermark, worker = NULL
+    error = v.error, watermark = v.watermark, ended_by = worker, worker = NULL
 FROM (SELECT value ->> '$.dag' AS dag, value ->> '$.run_id' AS run_id,
         value ->> '$.task' AS task, value ->> '$.state' AS state,
         value ->> '$.failures' AS failures, value ->> '$.next_try_at' AS next_try_at,
@@ -285,7 +287,7 @@ const POSTGRES_APPLY: &str =
     "SELECT task FROM sluice_apply(CAST($1 AS json), CAST($2 AS json)) AS t(task)";
 
 const RUN_COLUMNS: &str = "dag, run_id, logical_date, interval_start, interval_end, run_type, state, params, created_at, started_at, ended_at, sla_missed";
-const TI_COLUMNS: &str = "dag, run_id, task, state, try_number, failures, next_try_at, first_try_at, started_at, ended_at, rows_in, rows_out, bad_records, bytes_written, error";
+const TI_COLUMNS: &str = "dag, run_id, task, state, try_number, failures, next_try_at, first_try_at, started_at, ended_at, rows_in, rows_out, bad_records, bytes_written, error, ended_by";
 
 fn run_row(r: &AnyRow) -> sqlx::Result<RunRow> {
     Ok(RunRow {
@@ -321,6 +323,7 @@ fn ti_row(r: &AnyRow) -> sqlx::Result<TaskInstanceRow> {
         bad_records: r.try_get(12)?,
         bytes_written: r.try_get(13)?,
         error: r.try_get(14)?,
+        ended_by: r.try_get(15)?,
     })
 }
 
