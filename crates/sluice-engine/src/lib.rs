@@ -3,18 +3,24 @@
 //! object store with an all-or-nothing commit. [`runner`] ties them into
 //! one run of a job.
 
-pub mod db;
-pub mod error;
+//!
+//! What the daemon and the binary use is public: the [`runner`] (the
+//! engine, its units and reports), [`validate`], the error type, and the
+//! few database hooks below; the rest stays inside the crate.
+
+mod db;
+mod error;
 mod faults;
-pub mod logs;
+mod logs;
 mod producers;
 pub mod runner;
-pub mod schema;
-pub mod sink;
-pub mod sql;
-pub mod staging;
-pub mod store;
+mod schema;
+mod sink;
+mod sql;
+mod staging;
+mod store;
 pub mod validate;
 
+pub use db::{MarkSource, cancel_abandoned, has_abandoned};
 pub use error::{Error, ErrorKind, Result};
 pub use producers::panic_message;

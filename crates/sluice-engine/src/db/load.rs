@@ -13,7 +13,7 @@
 //! state store heard of it leaves that row behind, so the retry finds it
 //! and records success instead of loading the rows a second time.
 
-use super::pg_encode::{self, Target};
+use super::postgres::encode::{self as pg_encode, Target};
 use super::{DbKind, DbTarget};
 use crate::error::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -139,7 +139,7 @@ pub async fn load(
             }
         }
     }
-    let plan = Plan {
+    let plan = TablePlan {
         table: quote_path(req.table, kind),
         columns: schema
             .fields()
@@ -294,7 +294,7 @@ where
     }
 }
 
-struct Plan {
+struct TablePlan {
     /// The quoted table name.
     table: String,
     /// The quoted column list.
@@ -322,7 +322,7 @@ fn quote_path(table: &str, kind: DbKind) -> String {
 
 /// `CREATE TABLE IF NOT EXISTS` from the dataset's schema, with the upsert
 /// key as primary key.
-fn create_statement(spec: &SqlLoad, plan: &Plan) -> Result<String> {
+fn create_statement(spec: &SqlLoad, plan: &TablePlan) -> Result<String> {
     let key: &[String] = match &spec.mode {
         LoadMode::Upsert { key } => key,
         _ => &[],
@@ -421,7 +421,7 @@ fn batch_error(e: datafusion::error::DataFusionError) -> Error {
 async fn postgres(
     target: &DbTarget,
     req: LoadRequest<'_>,
-    plan: &Plan,
+    plan: &TablePlan,
     mut stream: SendableRecordBatchStream,
 ) -> Result<Loaded> {
     let (spec, table) = (req.spec, req.table);
@@ -504,7 +504,7 @@ async fn postgres(
         .await
         .map_err(fail("starting COPY"))?;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    buf.extend_from_slice(super::pg_binary::SIGNATURE);
+    buf.extend_from_slice(super::postgres::decode::SIGNATURE);
     buf.extend_from_slice(&0i32.to_be_bytes());
     buf.extend_from_slice(&0i32.to_be_bytes());
     let ncols = plan.schema.fields().len() as i16;
@@ -620,7 +620,7 @@ fn canonical_columns(batch: &RecordBatch, target: &DbTarget) -> Result<Vec<Array
 async fn inserts(
     target: &DbTarget,
     req: LoadRequest<'_>,
-    plan: &Plan,
+    plan: &TablePlan,
     stream: SendableRecordBatchStream,
 ) -> Result<Loaded> {
     match plan.kind {
@@ -648,7 +648,7 @@ async fn insert_rows<DB>(
     conn: &mut DB::Connection,
     target: &DbTarget,
     req: LoadRequest<'_>,
-    plan: &Plan,
+    plan: &TablePlan,
     mut stream: SendableRecordBatchStream,
     max_params: usize,
 ) -> Result<Loaded>

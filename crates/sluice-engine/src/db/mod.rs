@@ -2,12 +2,10 @@
 //! streams its rows as Arrow batches, `batch_size` rows at a time, so that
 //! memory stays flat whatever the table's size.
 
+mod cancel;
 mod incremental;
 mod load;
 mod mysql;
-mod pg_binary;
-mod pg_blocks;
-mod pg_encode;
 mod poke;
 mod postgres;
 mod sqlite;
@@ -20,8 +18,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use sluice_core::config::{DaemonConfig, SqlExtract};
 use sluice_core::redact::redact_url;
 
+pub use cancel::{cancel_abandoned, has_abandoned};
 pub use incremental::{Mark, MarkSource};
-pub use load::{LoadMarker, LoadRequest, Loaded, MARKER_TABLE, earlier_load, load};
+pub use load::{LoadMarker, LoadRequest, Loaded, earlier_load, load};
 pub use poke::poke;
 
 /// A database to talk to, with the name errors call it by.
@@ -339,7 +338,7 @@ fn range_queries(query: &str, ranges: Vec<Vec<String>>) -> Vec<Vec<String>> {
 }
 
 #[cfg(test)]
-mod pg_roundtrip_tests;
+mod cancel_tests;
 
 #[cfg(test)]
 mod reader_failure_tests;

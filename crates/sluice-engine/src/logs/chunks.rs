@@ -27,7 +27,6 @@ pub struct InputFile {
     pub path: Path,
     /// Set for local files, which are read directly.
     pub local: Option<std::path::PathBuf>,
-    pub size: u64,
 }
 
 /// How records end.

@@ -34,11 +34,6 @@ impl DeadLetter {
         })
     }
 
-    /// Where the records go.
-    pub fn url(&self) -> String {
-        self.location.url()
-    }
-
     pub async fn write(&mut self, records: &[BadRecord]) -> Result<()> {
         let mut text = Vec::with_capacity(records.len() * 256);
         for r in records {

@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::producers::Producers;
 use crate::schema::declared_schema;
 use crate::store::{Location, Stores};
-use arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -117,10 +116,6 @@ impl LogsSource {
             dead_letter,
             stats: Arc::new(ExtractStats::default()),
         })
-    }
-
-    pub fn schema(&self) -> SchemaRef {
-        self.parser.schema()
     }
 
     pub fn stats(&self) -> Arc<ExtractStats> {
@@ -232,16 +227,13 @@ pub async fn list_files(
         require_literal_separator: true,
         ..Default::default()
     };
-    let to_file = |display: String,
-                   store: Arc<dyn ObjectStore>,
-                   p: object_store::path::Path,
-                   size: u64| InputFile {
-        display: Arc::from(display.as_str()),
-        local: is_local.then(|| std::path::PathBuf::from(format!("/{p}"))),
-        store,
-        path: p,
-        size,
-    };
+    let to_file =
+        |display: String, store: Arc<dyn ObjectStore>, p: object_store::path::Path| InputFile {
+            display: Arc::from(display.as_str()),
+            local: is_local.then(|| std::path::PathBuf::from(format!("/{p}"))),
+            store,
+            path: p,
+        };
     match full_pattern {
         None => {
             let meta = base.store.head(&base.path).await.map_err(|e| {
@@ -262,12 +254,7 @@ pub async fn list_files(
             } else {
                 base.url()
             };
-            files.push(to_file(
-                display,
-                base.store.clone(),
-                meta.location,
-                meta.size,
-            ));
+            files.push(to_file(display, base.store.clone(), meta.location));
         }
         Some(full) => {
             let pattern = glob::Pattern::new(&full)
@@ -286,12 +273,7 @@ pub async fn list_files(
                     } else {
                         child.url()
                     };
-                    files.push(to_file(
-                        display,
-                        base.store.clone(),
-                        meta.location,
-                        meta.size,
-                    ));
+                    files.push(to_file(display, base.store.clone(), meta.location));
                 }
             }
         }

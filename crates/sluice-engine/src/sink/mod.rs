@@ -9,4 +9,4 @@ mod partition;
 #[cfg(test)]
 mod publish_tests;
 
-pub use parquet::{ParquetOptions, WriteSummary, write_dataset};
+pub use parquet::{ParquetOptions, write_dataset};

@@ -4,10 +4,10 @@
 //!
 //! - [`decode`]: generated values go in with sqlx bind parameters (typed
 //!   arrays, or text the server parses, unnested into a table of every
-//!   type `pg_binary` decodes), come back through the reader's own path
-//!   ([`super::postgres::extract`]: describe, binary COPY, `pg_binary`),
+//!   type `postgres::decode` decodes), come back through the reader's own path
+//!   ([`super::read::extract`]: describe, binary COPY, `decode`),
 //!   and must be the values sent; a partitioned read must give the same;
-//! - [`encode`]: generated Arrow columns are encoded by `pg_encode` into a
+//! - [`encode`]: generated Arrow columns are encoded by `postgres::encode` into a
 //!   binary COPY as loads do it, and must come back the same both as the
 //!   server's text and through the reader.
 //!
@@ -19,7 +19,8 @@
 mod decode;
 mod encode;
 
-use super::{DbTarget, postgres};
+use super::read as postgres;
+use crate::db::DbTarget;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Decimal256Type, Float32Type, Float64Type, Int16Type,

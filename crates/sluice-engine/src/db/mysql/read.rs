@@ -5,8 +5,9 @@
 //! (no prepared statement, so the server sends them as it finds them) and
 //! each value is parsed into its column.
 
-use super::text_column::{TextBatches, TextType};
-use super::{DbTarget, KeyKind, split_ranges};
+use crate::db::cancel::Running;
+use crate::db::text_column::{TextBatches, TextType};
+use crate::db::{DbTarget, KeyKind, split_ranges};
 use crate::error::Result;
 use crate::producers::{BatchSender, Producers};
 use arrow::datatypes::SchemaRef;
@@ -27,24 +28,27 @@ pub async fn extract(
     query: &str,
     spec: &SqlExtract,
 ) -> Result<SendableRecordBatchStream> {
-    let query = super::trimmed(query);
+    let query = crate::db::trimmed(query);
     let mut conn = connect(target).await?;
+    // Describing runs the query too (into an empty table, which may still
+    // mean computing it): a drop from here on cancels it on the server.
+    let running = Running::mysql(target, &mut conn).await?;
     let columns = describe(target, &mut conn, query).await?;
-    let schema = super::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
+    let schema = crate::db::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
     let workers: Vec<Vec<String>> = if spec.partitions <= 1 {
         vec![vec![query.to_string()]]
     } else {
         let on = spec.partition_on.as_deref().unwrap_or_default();
         let ranges =
             partition_ranges(target, &mut conn, query, &columns, on, spec.partitions).await?;
-        super::range_queries(query, ranges)
+        crate::db::range_queries(query, ranges)
     };
     let mut producers = Producers::new(schema.clone(), 2);
-    let mut first = Some(conn);
-    let batch_size = super::reader_batch_size(spec.batch_size, workers.len());
+    let mut first = Some((conn, running));
+    let batch_size = crate::db::reader_batch_size(spec.batch_size, workers.len());
     let readers = workers.len();
     for (i, statements) in workers.into_iter().enumerate() {
-        let reader = Reader {
+        let reader = TextRowReader {
             target: target.clone(),
             schema: schema.clone(),
             columns: columns.clone(),
@@ -58,13 +62,22 @@ pub async fn extract(
             format!("MySQL reader {}", i + 1)
         };
         producers.spawn(name, async move {
-            let mut conn = match conn {
-                Some(c) => c,
-                None => connect(&reader.target).await?,
+            let (mut conn, running) = match conn {
+                Some(first) => first,
+                None => {
+                    let mut conn = connect(&reader.target).await?;
+                    let running = Running::mysql(&reader.target, &mut conn).await?;
+                    (conn, running)
+                }
             };
             for statement in &statements {
-                reader.read(&mut conn, statement, &tx).await?;
+                if !reader.read(&mut conn, statement, &tx).await? {
+                    // The consumer went away mid-statement: `running`,
+                    // dropped, has the server cancel it.
+                    return Ok(());
+                }
             }
+            running.finish();
             Ok(())
         });
     }
@@ -181,7 +194,7 @@ async fn partition_ranges(
     on: &str,
     n: usize,
 ) -> Result<Vec<Vec<String>>> {
-    let col = super::partition_column(columns.iter().map(|c| c.name.as_str()), on)
+    let col = crate::db::partition_column(columns.iter().map(|c| c.name.as_str()), on)
         .map(|i| &columns[i])?;
     let kind = match col.ty {
         TextType::Int8
@@ -193,7 +206,7 @@ async fn partition_ranges(
         | TextType::UInt32 => KeyKind::Int,
         TextType::Date => KeyKind::Date,
         TextType::Timestamp { utc } => KeyKind::Timestamp { utc },
-        _ => return Err(super::unsplittable(on, &col.ty.arrow_type())),
+        _ => return Err(crate::db::unsplittable(on, &col.ty.arrow_type())),
     };
     let quoted = format!("`{}`", on.replace('`', "``"));
     // The extremes of the column itself, measured afterwards: an index on
@@ -221,27 +234,29 @@ async fn partition_ranges(
         .map_err(|e| target.error("finding the partition bounds", &e))?;
     let literal = |v: i64| match kind {
         KeyKind::Int => v.to_string(),
-        KeyKind::Date => format!("'{}'", super::date_literal(v)),
-        KeyKind::Timestamp { .. } => format!("'{}'", super::timestamp_literal(v)),
+        KeyKind::Date => format!("'{}'", crate::db::date_literal(v)),
+        KeyKind::Timestamp { .. } => format!("'{}'", crate::db::timestamp_literal(v)),
     };
     Ok(split_ranges(lo.zip(hi), n, &quoted, literal))
 }
 
 /// Reads one statement's rows into batches.
-struct Reader {
+struct TextRowReader {
     target: DbTarget,
     schema: SchemaRef,
     columns: Vec<Described>,
     batch_size: usize,
 }
 
-impl Reader {
+impl TextRowReader {
+    /// Returns whether the statement was read to its end (false: the
+    /// consumer went away first).
     async fn read(
         &self,
         conn: &mut MySqlConnection,
         statement: &str,
         tx: &BatchSender,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let types: Vec<TextType> = self.columns.iter().map(|c| c.ty.clone()).collect();
         let mut batches = TextBatches::new(self.schema.clone(), &types, self.batch_size);
         let reading = |m: String| self.target.error_msg("reading rows", &m);
@@ -258,13 +273,13 @@ impl Reader {
             if let Some(batch) = batches.end_row().map_err(building)?
                 && tx.send(Ok(batch)).await.is_err()
             {
-                return Ok(());
+                return Ok(false);
             }
         }
         if let Some(batch) = batches.rest().map_err(building)? {
             let _ = tx.send(Ok(batch)).await;
         }
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -514,7 +514,7 @@ fn cases(r: &mut TestRunner, schema: &str) -> Vec<Case> {
     cases
 }
 
-/// Every type `pg_binary` decodes, sent by sqlx and read back by Sluice's
+/// Every type `postgres::decode` decodes, sent by sqlx and read back by Sluice's
 /// reader in small batches, and again in parts on three connections.
 #[tokio::test]
 async fn values_sent_by_sqlx_read_back_through_binary_copy() {

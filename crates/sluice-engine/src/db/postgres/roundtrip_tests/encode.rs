@@ -1,4 +1,4 @@
-//! Arrow to PostgreSQL: columns encoded by `pg_encode` and sent by binary
+//! Arrow to PostgreSQL: columns encoded by `postgres::encode` and sent by binary
 //! COPY, as loads write them, read back as the server's text and by
 //! Sluice's reader.
 
@@ -7,8 +7,8 @@ use super::{
     connect, decimal, decimal_value, exec, f32_cell, f64_cell, json_eq, json_text, pad, re, read,
     seeded_runner, text, text_rows, texts, unique, uuid_text, values,
 };
-use crate::db::pg_binary::SIGNATURE;
-use crate::db::pg_encode::{self, Target};
+use crate::db::postgres::decode::SIGNATURE;
+use crate::db::postgres::encode::{self as pg_encode, Target};
 use arrow::array::{
     ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Decimal256Array,
     Float32Array, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, StringArray,
@@ -437,7 +437,7 @@ fn cases(r: &mut TestRunner) -> Vec<Case> {
     cases
 }
 
-/// Arrow columns encoded by `pg_encode` and sent by binary COPY, as loads
+/// Arrow columns encoded by `postgres::encode` and sent by binary COPY, as loads
 /// write them, hold the same values on the server and read back the same.
 #[tokio::test]
 async fn arrow_encoded_by_pg_encode_reads_back_the_same() {

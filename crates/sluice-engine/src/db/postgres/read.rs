@@ -8,9 +8,10 @@
 //! read one exported snapshot, so the parts add up to exactly what one
 //! query would have returned even while the table is being written.
 
-use super::pg_binary::{self, Column, PgType, Tuple};
-use super::pg_blocks::{self, BlockSplit};
-use super::{DbTarget, KeyKind, split_ranges};
+use super::blocks::{self, BlockSplit};
+use super::decode::{self, ColumnBuilder, PgType, Tuple};
+use crate::db::cancel::Running;
+use crate::db::{DbTarget, KeyKind, split_ranges};
 use crate::error::{Error, Result};
 use crate::producers::{BatchSender, Producers};
 use arrow::datatypes::SchemaRef;
@@ -34,23 +35,29 @@ pub async fn extract(
     query: &str,
     spec: &SqlExtract,
 ) -> Result<SendableRecordBatchStream> {
-    let query = super::trimmed(query);
+    let query = crate::db::trimmed(query);
     let mut conn = connect(target).await?;
+    // A drop from here on (describing, measuring partitions, reading)
+    // cancels what this connection runs on the server.
+    let running = Running::postgres(target, &mut conn).await?;
     let columns = describe(target, &mut conn, query).await?;
-    let schema = super::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
+    let schema = crate::db::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
     let mut producers = Producers::new(schema.clone(), 2);
     if spec.partitions <= 1 {
-        let reader = Reader {
+        let reader = CopyReader {
             target: target.clone(),
             schema,
             columns,
             batch_size: spec.batch_size,
-            max_batch_bytes: super::MAX_BATCH_BYTES,
+            max_batch_bytes: crate::db::MAX_BATCH_BYTES,
         };
         let statement = copy_statement(query);
         let tx = producers.sender();
         producers.spawn("the PostgreSQL reader", async move {
-            reader.copy(&mut conn, &statement, &tx).await
+            if reader.copy(&mut conn, &statement, &tx).await? {
+                running.finish();
+            }
+            Ok(())
         });
     } else {
         let parts = part_queries(target, &mut conn, query, &columns, spec).await?;
@@ -61,14 +68,14 @@ pub async fn extract(
         // Each part says when it has imported the snapshot; the exporting
         // transaction must stay open until then.
         let (imported_tx, mut imported) = mpsc::channel::<()>(parts.len());
-        let batch_size = super::reader_batch_size(spec.batch_size, parts.len());
+        let batch_size = crate::db::reader_batch_size(spec.batch_size, parts.len());
         for (i, queries) in parts.into_iter().enumerate() {
-            let reader = Reader {
+            let reader = CopyReader {
                 target: target.clone(),
                 schema: schema.clone(),
                 columns: columns.clone(),
                 batch_size,
-                max_batch_bytes: super::MAX_BATCH_BYTES,
+                max_batch_bytes: crate::db::MAX_BATCH_BYTES,
             };
             let statements: Vec<String> = queries.iter().map(|q| copy_statement(q)).collect();
             let snapshot = snapshot.clone();
@@ -78,13 +85,20 @@ pub async fn extract(
                 let mut conn = connect(&reader.target).await?;
                 begin_snapshot(&reader.target, &mut conn, &snapshot).await?;
                 drop(imported);
+                let running = Running::postgres(&reader.target, &mut conn).await?;
                 for statement in &statements {
-                    reader.copy(&mut conn, statement, &tx).await?;
+                    if !reader.copy(&mut conn, statement, &tx).await? {
+                        // Dropped, `running` has the server cancel it.
+                        return Ok(());
+                    }
                 }
+                running.finish();
                 Ok(())
             });
         }
         drop(imported_tx);
+        // The snapshot's connection runs nothing more than it has.
+        running.finish();
         producers.spawn("the PostgreSQL snapshot holder", async move {
             // Ends when every part has imported the snapshot or given up.
             while imported.recv().await.is_some() {}
@@ -117,7 +131,7 @@ async fn part_queries(
         return Ok(parts);
     }
     let ranges = partition_ranges(target, conn, query, kind, on, spec.partitions).await?;
-    Ok(super::range_queries(query, ranges))
+    Ok(crate::db::range_queries(query, ranges))
 }
 
 fn copy_statement(query: &str) -> String {
@@ -255,7 +269,7 @@ async fn resolve(
             1114 => PgType::Timestamp,
             1184 => PgType::Timestamptz,
             1186 => PgType::Interval,
-            1700 => return Some(pg_binary::numeric_type(typmod)),
+            1700 => return Some(decode::numeric_type(typmod)),
             2950 => PgType::Uuid,
             3802 => PgType::Jsonb,
             _ => return None,
@@ -313,14 +327,14 @@ async fn resolve(
 /// How the values of partition column `on` are measured; an error if the
 /// query has no such column or its type cannot be split.
 fn key_kind(columns: &[Described], on: &str) -> Result<KeyKind> {
-    let col = super::partition_column(columns.iter().map(|c| c.name.as_str()), on)
+    let col = crate::db::partition_column(columns.iter().map(|c| c.name.as_str()), on)
         .map(|i| &columns[i])?;
     match col.ty {
         PgType::Int2 | PgType::Int4 | PgType::Int8 => Ok(KeyKind::Int),
         PgType::Date => Ok(KeyKind::Date),
         PgType::Timestamp => Ok(KeyKind::Timestamp { utc: false }),
         PgType::Timestamptz => Ok(KeyKind::Timestamp { utc: true }),
-        _ => Err(super::unsplittable(on, &col.ty.arrow_type())),
+        _ => Err(crate::db::unsplittable(on, &col.ty.arrow_type())),
     }
 }
 
@@ -367,7 +381,7 @@ async fn block_ranges(
     .map_err(|e| target.error("measuring the table", &e))?;
     match row {
         Some((kind, blocks)) if matches!(kind.as_str(), "r" | "m") => {
-            let parts: Vec<Vec<String>> = pg_blocks::ranges(blocks.max(0) as u64, n)
+            let parts: Vec<Vec<String>> = blocks::ranges(blocks.max(0) as u64, n)
                 .into_iter()
                 .map(|(from, to)| vec![split.with_range(from, to)])
                 .collect();
@@ -408,19 +422,19 @@ async fn partition_ranges(
     .map_err(|e| target.error("finding the partition bounds", &e))?;
     let literal = |v: i64| match kind {
         KeyKind::Int => v.to_string(),
-        KeyKind::Date => format!("date '{}'", super::date_literal(v)),
+        KeyKind::Date => format!("date '{}'", crate::db::date_literal(v)),
         KeyKind::Timestamp { utc: false } => {
-            format!("timestamp '{}'", super::timestamp_literal(v))
+            format!("timestamp '{}'", crate::db::timestamp_literal(v))
         }
         KeyKind::Timestamp { utc: true } => {
-            format!("timestamptz '{}+00'", super::timestamp_literal(v))
+            format!("timestamptz '{}+00'", crate::db::timestamp_literal(v))
         }
     };
     Ok(split_ranges(bounds.0.zip(bounds.1), n, &quoted, literal))
 }
 
 /// Reads one COPY stream into batches.
-struct Reader {
+struct CopyReader {
     target: DbTarget,
     schema: SchemaRef,
     columns: Vec<Described>,
@@ -430,16 +444,23 @@ struct Reader {
     max_batch_bytes: usize,
 }
 
-impl Reader {
-    async fn copy(&self, conn: &mut PgConnection, statement: &str, tx: &BatchSender) -> Result<()> {
+impl CopyReader {
+    /// Returns whether the statement was read to its end (false: the
+    /// consumer went away first).
+    async fn copy(
+        &self,
+        conn: &mut PgConnection,
+        statement: &str,
+        tx: &BatchSender,
+    ) -> Result<bool> {
         let mut stream = conn
             .copy_out_raw(statement)
             .await
             .map_err(|e| self.target.error("running the query", &e))?;
-        let mut cols: Vec<Column> = self
+        let mut cols: Vec<ColumnBuilder> = self
             .columns
             .iter()
-            .map(|c| Column::new(&c.ty, self.batch_size))
+            .map(|c| ColumnBuilder::new(&c.ty, self.batch_size))
             .collect();
         let mut state = Progress {
             header_read: false,
@@ -470,7 +491,7 @@ impl Reader {
                 }
                 if tx.send(Ok(batch)).await.is_err() {
                     // The consumer is gone (cancelled): stop reading.
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
@@ -486,22 +507,20 @@ impl Reader {
             let batch = self.batch(&mut cols)?;
             let _ = tx.send(Ok(batch)).await;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Decodes the whole tuples at the start of `buf`; returns the bytes used.
     fn read(
         &self,
         buf: &[u8],
-        cols: &mut [Column],
+        cols: &mut [ColumnBuilder],
         state: &mut Progress,
         ready: &mut Vec<RecordBatch>,
     ) -> Result<usize> {
         let mut at = 0;
         if !state.header_read {
-            match pg_binary::header_len(buf)
-                .map_err(|m| self.target.error_msg("reading rows", &m))?
-            {
+            match decode::header_len(buf).map_err(|m| self.target.error_msg("reading rows", &m))? {
                 None => return Ok(0),
                 Some(n) => {
                     at = n;
@@ -510,7 +529,7 @@ impl Reader {
             }
         }
         while !state.ended {
-            match pg_binary::read_tuple(&buf[at..], cols) {
+            match decode::read_tuple(&buf[at..], cols) {
                 Ok(Tuple::Row(n)) => {
                     at += n;
                     state.rows += 1;
@@ -545,7 +564,7 @@ impl Reader {
         Ok(at)
     }
 
-    fn batch(&self, cols: &mut [Column]) -> Result<RecordBatch> {
+    fn batch(&self, cols: &mut [ColumnBuilder]) -> Result<RecordBatch> {
         let arrays = cols
             .iter_mut()
             .map(|c| c.finish())

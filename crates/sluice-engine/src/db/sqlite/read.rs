@@ -5,8 +5,8 @@
 //! infers. A value whose storage class does not fit its column (text in an
 //! INTEGER column, say) is an error naming the row and column.
 
-use super::DbTarget;
-use super::text_column::{TextBatches, TextType};
+use crate::db::DbTarget;
+use crate::db::text_column::{TextBatches, TextType};
 use crate::error::{Error, Result};
 use crate::producers::{BatchSender, Producers};
 use arrow::datatypes::SchemaRef;
@@ -33,12 +33,12 @@ pub async fn extract(
             target.name
         )));
     }
-    let query = super::trimmed(query).to_string();
+    let query = crate::db::trimmed(query).to_string();
     let mut conn = target.connect::<SqliteConnection>().await?;
     let columns = describe(target, &mut conn, &query).await?;
-    let schema = super::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
+    let schema = crate::db::schema_of(columns.iter().map(|c| (c.name.as_str(), c.ty.arrow_type())));
     let mut producers = Producers::new(schema.clone(), 2);
-    let reader = Reader {
+    let reader = RowReader {
         target: target.clone(),
         schema: schema.clone(),
         columns,
@@ -154,14 +154,14 @@ fn text_type(declared: &str, inferred: &str) -> std::result::Result<TextType, St
     })
 }
 
-struct Reader {
+struct RowReader {
     target: DbTarget,
     schema: SchemaRef,
     columns: Vec<Described>,
     batch_size: usize,
 }
 
-impl Reader {
+impl RowReader {
     async fn read(&self, conn: &mut SqliteConnection, query: &str, tx: &BatchSender) -> Result<()> {
         let types: Vec<TextType> = self.columns.iter().map(|c| c.ty.clone()).collect();
         let mut batches = TextBatches::new(self.schema.clone(), &types, self.batch_size);

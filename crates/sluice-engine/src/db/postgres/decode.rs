@@ -136,7 +136,7 @@ pub fn numeric_type(typmod: i32) -> Result<PgType, String> {
 /// for a whole batch, so their size does not matter; boxing the large
 /// variants would add a pointer chase to every value appended.
 #[allow(clippy::large_enum_variant)]
-pub enum Column {
+pub enum ColumnBuilder {
     Bool(BooleanBuilder),
     Int2(Int16Builder),
     Int4(Int32Builder),
@@ -171,31 +171,31 @@ pub enum Column {
         field: Arc<Field>,
         offsets: Vec<i32>,
         nulls: NullBufferBuilder,
-        items: Box<Column>,
+        items: Box<ColumnBuilder>,
     },
 }
 
-impl Column {
-    pub fn new(ty: &PgType, capacity: usize) -> Column {
+impl ColumnBuilder {
+    pub fn new(ty: &PgType, capacity: usize) -> ColumnBuilder {
         match ty {
-            PgType::Bool => Column::Bool(BooleanBuilder::with_capacity(capacity)),
-            PgType::Int2 => Column::Int2(Int16Builder::with_capacity(capacity)),
-            PgType::Int4 => Column::Int4(Int32Builder::with_capacity(capacity)),
-            PgType::Int8 => Column::Int8(Int64Builder::with_capacity(capacity)),
-            PgType::Oid => Column::Oid(UInt32Builder::with_capacity(capacity)),
-            PgType::Float4 => Column::Float4(Float32Builder::with_capacity(capacity)),
-            PgType::Float8 => Column::Float8(Float64Builder::with_capacity(capacity)),
+            PgType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
+            PgType::Int2 => ColumnBuilder::Int2(Int16Builder::with_capacity(capacity)),
+            PgType::Int4 => ColumnBuilder::Int4(Int32Builder::with_capacity(capacity)),
+            PgType::Int8 => ColumnBuilder::Int8(Int64Builder::with_capacity(capacity)),
+            PgType::Oid => ColumnBuilder::Oid(UInt32Builder::with_capacity(capacity)),
+            PgType::Float4 => ColumnBuilder::Float4(Float32Builder::with_capacity(capacity)),
+            PgType::Float8 => ColumnBuilder::Float8(Float64Builder::with_capacity(capacity)),
             PgType::Numeric {
                 precision, scale, ..
             } => {
                 if *precision <= 38 {
-                    Column::Dec128 {
+                    ColumnBuilder::Dec128 {
                         builder: Decimal128Builder::with_capacity(capacity),
                         precision: *precision,
                         scale: *scale,
                     }
                 } else {
-                    Column::Dec256 {
+                    ColumnBuilder::Dec256 {
                         builder: Decimal256Builder::with_capacity(capacity),
                         precision: *precision,
                         scale: *scale,
@@ -203,21 +203,27 @@ impl Column {
                 }
             }
             PgType::Text | PgType::Json => {
-                Column::Text(StringBuilder::with_capacity(capacity, capacity * 16))
+                ColumnBuilder::Text(StringBuilder::with_capacity(capacity, capacity * 16))
             }
-            PgType::Jsonb => Column::Jsonb(StringBuilder::with_capacity(capacity, capacity * 16)),
-            PgType::Uuid => Column::Uuid(StringBuilder::with_capacity(capacity, capacity * 36)),
-            PgType::Bytea => Column::Bytea(BinaryBuilder::with_capacity(capacity, capacity * 16)),
-            PgType::Date => Column::Date(Date32Builder::with_capacity(capacity)),
-            PgType::Time => Column::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
+            PgType::Jsonb => {
+                ColumnBuilder::Jsonb(StringBuilder::with_capacity(capacity, capacity * 16))
+            }
+            PgType::Uuid => {
+                ColumnBuilder::Uuid(StringBuilder::with_capacity(capacity, capacity * 36))
+            }
+            PgType::Bytea => {
+                ColumnBuilder::Bytea(BinaryBuilder::with_capacity(capacity, capacity * 16))
+            }
+            PgType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
+            PgType::Time => ColumnBuilder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
             PgType::Timestamp => {
-                Column::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), None)
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), None)
             }
-            PgType::Timestamptz => Column::Timestamp(
+            PgType::Timestamptz => ColumnBuilder::Timestamp(
                 TimestampMicrosecondBuilder::with_capacity(capacity),
                 Some(Arc::from("UTC")),
             ),
-            PgType::Interval => Column::Interval {
+            PgType::Interval => ColumnBuilder::Interval {
                 months: Int32Builder::with_capacity(capacity),
                 days: Int32Builder::with_capacity(capacity),
                 micros: Int64Builder::with_capacity(capacity),
@@ -226,11 +232,11 @@ impl Column {
             PgType::Array(item) => {
                 let mut offsets = Vec::with_capacity(capacity + 1);
                 offsets.push(0);
-                Column::List {
+                ColumnBuilder::List {
                     field: Arc::new(item_field(item)),
                     offsets,
                     nulls: NullBufferBuilder::new(capacity),
-                    items: Box::new(Column::new(item, capacity)),
+                    items: Box::new(ColumnBuilder::new(item, capacity)),
                 }
             }
         }
@@ -244,14 +250,14 @@ impl Column {
             return Ok(());
         };
         match self {
-            Column::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
-            Column::Int2(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
-            Column::Int4(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
-            Column::Int8(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
-            Column::Oid(b) => b.append_value(u32::from_be_bytes(fixed(v)?)),
-            Column::Float4(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
-            Column::Float8(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
-            Column::Dec128 {
+            ColumnBuilder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
+            ColumnBuilder::Int2(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Int4(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Int8(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Oid(b) => b.append_value(u32::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Float4(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Float8(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Dec128 {
                 builder,
                 precision,
                 scale,
@@ -259,7 +265,7 @@ impl Column {
                 let n = numeric::<i128>(v, *precision, *scale)?;
                 builder.append_value(n);
             }
-            Column::Dec256 {
+            ColumnBuilder::Dec256 {
                 builder,
                 precision,
                 scale,
@@ -267,12 +273,12 @@ impl Column {
                 let n = numeric::<i256>(v, *precision, *scale)?;
                 builder.append_value(n);
             }
-            Column::Text(b) => b.append_value(utf8(v)?),
-            Column::Jsonb(b) => match v.split_first() {
+            ColumnBuilder::Text(b) => b.append_value(utf8(v)?),
+            ColumnBuilder::Jsonb(b) => match v.split_first() {
                 Some((1, text)) => b.append_value(utf8(text)?),
                 _ => return Err("unknown jsonb version".into()),
             },
-            Column::Uuid(b) => {
+            ColumnBuilder::Uuid(b) => {
                 let bytes: [u8; 16] = fixed(v)?;
                 let mut text = [0u8; 36];
                 b.append_value(
@@ -281,8 +287,8 @@ impl Column {
                         .encode_lower(&mut text),
                 );
             }
-            Column::Bytea(b) => b.append_value(v),
-            Column::Date(b) => {
+            ColumnBuilder::Bytea(b) => b.append_value(v),
+            ColumnBuilder::Date(b) => {
                 let days = i32::from_be_bytes(fixed(v)?);
                 if days == i32::MAX || days == i32::MIN {
                     return Err("date is ±infinity, which Arrow cannot hold".into());
@@ -292,8 +298,8 @@ impl Column {
                     .ok_or("date out of Arrow's range")?;
                 b.append_value(d);
             }
-            Column::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
-            Column::Timestamp(b, _) => {
+            ColumnBuilder::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Timestamp(b, _) => {
                 let micros = i64::from_be_bytes(fixed(v)?);
                 if micros == i64::MAX || micros == i64::MIN {
                     return Err("timestamp is ±infinity, which Arrow cannot hold".into());
@@ -303,7 +309,7 @@ impl Column {
                     .ok_or("timestamp out of Arrow's range")?;
                 b.append_value(t);
             }
-            Column::Interval {
+            ColumnBuilder::Interval {
                 months,
                 days,
                 micros,
@@ -315,7 +321,7 @@ impl Column {
                 months.append_value(i32::from_be_bytes(raw[12..16].try_into().expect("4 bytes")));
                 nulls.append_non_null();
             }
-            Column::List {
+            ColumnBuilder::List {
                 offsets,
                 nulls,
                 items,
@@ -336,21 +342,23 @@ impl Column {
 
     fn append_null(&mut self) {
         match self {
-            Column::Bool(b) => b.append_null(),
-            Column::Int2(b) => b.append_null(),
-            Column::Int4(b) => b.append_null(),
-            Column::Int8(b) => b.append_null(),
-            Column::Oid(b) => b.append_null(),
-            Column::Float4(b) => b.append_null(),
-            Column::Float8(b) => b.append_null(),
-            Column::Dec128 { builder, .. } => builder.append_null(),
-            Column::Dec256 { builder, .. } => builder.append_null(),
-            Column::Text(b) | Column::Jsonb(b) | Column::Uuid(b) => b.append_null(),
-            Column::Bytea(b) => b.append_null(),
-            Column::Date(b) => b.append_null(),
-            Column::Time(b) => b.append_null(),
-            Column::Timestamp(b, _) => b.append_null(),
-            Column::Interval {
+            ColumnBuilder::Bool(b) => b.append_null(),
+            ColumnBuilder::Int2(b) => b.append_null(),
+            ColumnBuilder::Int4(b) => b.append_null(),
+            ColumnBuilder::Int8(b) => b.append_null(),
+            ColumnBuilder::Oid(b) => b.append_null(),
+            ColumnBuilder::Float4(b) => b.append_null(),
+            ColumnBuilder::Float8(b) => b.append_null(),
+            ColumnBuilder::Dec128 { builder, .. } => builder.append_null(),
+            ColumnBuilder::Dec256 { builder, .. } => builder.append_null(),
+            ColumnBuilder::Text(b) | ColumnBuilder::Jsonb(b) | ColumnBuilder::Uuid(b) => {
+                b.append_null()
+            }
+            ColumnBuilder::Bytea(b) => b.append_null(),
+            ColumnBuilder::Date(b) => b.append_null(),
+            ColumnBuilder::Time(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b, _) => b.append_null(),
+            ColumnBuilder::Interval {
                 months,
                 days,
                 micros,
@@ -361,7 +369,7 @@ impl Column {
                 micros.append_value(0);
                 nulls.append_null();
             }
-            Column::List { offsets, nulls, .. } => {
+            ColumnBuilder::List { offsets, nulls, .. } => {
                 let last = *offsets.last().expect("offsets start with 0");
                 offsets.push(last);
                 nulls.append_null();
@@ -372,14 +380,14 @@ impl Column {
     /// The values appended so far, as an array; the column starts empty again.
     pub fn finish(&mut self) -> Result<ArrayRef, String> {
         let array: ArrayRef = match self {
-            Column::Bool(b) => Arc::new(refill(b, BooleanBuilder::with_capacity)),
-            Column::Int2(b) => Arc::new(refill(b, Int16Builder::with_capacity)),
-            Column::Int4(b) => Arc::new(refill(b, Int32Builder::with_capacity)),
-            Column::Int8(b) => Arc::new(refill(b, Int64Builder::with_capacity)),
-            Column::Oid(b) => Arc::new(refill(b, UInt32Builder::with_capacity)),
-            Column::Float4(b) => Arc::new(refill(b, Float32Builder::with_capacity)),
-            Column::Float8(b) => Arc::new(refill(b, Float64Builder::with_capacity)),
-            Column::Dec128 {
+            ColumnBuilder::Bool(b) => Arc::new(refill(b, BooleanBuilder::with_capacity)),
+            ColumnBuilder::Int2(b) => Arc::new(refill(b, Int16Builder::with_capacity)),
+            ColumnBuilder::Int4(b) => Arc::new(refill(b, Int32Builder::with_capacity)),
+            ColumnBuilder::Int8(b) => Arc::new(refill(b, Int64Builder::with_capacity)),
+            ColumnBuilder::Oid(b) => Arc::new(refill(b, UInt32Builder::with_capacity)),
+            ColumnBuilder::Float4(b) => Arc::new(refill(b, Float32Builder::with_capacity)),
+            ColumnBuilder::Float8(b) => Arc::new(refill(b, Float64Builder::with_capacity)),
+            ColumnBuilder::Dec128 {
                 builder,
                 precision,
                 scale,
@@ -389,7 +397,7 @@ impl Column {
                     .with_precision_and_scale(*precision, *scale)
                     .map_err(|e| e.to_string())?,
             ),
-            Column::Dec256 {
+            ColumnBuilder::Dec256 {
                 builder,
                 precision,
                 scale,
@@ -399,24 +407,24 @@ impl Column {
                     .with_precision_and_scale(*precision, *scale)
                     .map_err(|e| e.to_string())?,
             ),
-            Column::Text(b) | Column::Jsonb(b) | Column::Uuid(b) => {
+            ColumnBuilder::Text(b) | ColumnBuilder::Jsonb(b) | ColumnBuilder::Uuid(b) => {
                 let a = b.finish();
                 let bytes = a.value_data().len();
                 *b = StringBuilder::with_capacity(a.len(), bytes + bytes / 8);
                 Arc::new(a)
             }
-            Column::Bytea(b) => {
+            ColumnBuilder::Bytea(b) => {
                 let a = b.finish();
                 let bytes = a.value_data().len();
                 *b = BinaryBuilder::with_capacity(a.len(), bytes + bytes / 8);
                 Arc::new(a)
             }
-            Column::Date(b) => Arc::new(refill(b, Date32Builder::with_capacity)),
-            Column::Time(b) => Arc::new(refill(b, Time64MicrosecondBuilder::with_capacity)),
-            Column::Timestamp(b, tz) => Arc::new(
+            ColumnBuilder::Date(b) => Arc::new(refill(b, Date32Builder::with_capacity)),
+            ColumnBuilder::Time(b) => Arc::new(refill(b, Time64MicrosecondBuilder::with_capacity)),
+            ColumnBuilder::Timestamp(b, tz) => Arc::new(
                 refill(b, TimestampMicrosecondBuilder::with_capacity).with_timezone_opt(tz.clone()),
             ),
-            Column::Interval {
+            ColumnBuilder::Interval {
                 months,
                 days,
                 micros,
@@ -433,7 +441,7 @@ impl Column {
                 )
                 .map_err(|e| e.to_string())?,
             ),
-            Column::List {
+            ColumnBuilder::List {
                 field,
                 offsets,
                 nulls,
@@ -494,8 +502,8 @@ fn utf8(v: &[u8]) -> Result<&str, String> {
 }
 
 /// Reads a one-dimensional array's elements into `items`; returns how many.
-fn array(v: &[u8], items: &mut Column) -> Result<usize, String> {
-    let mut r = Reader { buf: v, at: 0 };
+fn array(v: &[u8], items: &mut ColumnBuilder) -> Result<usize, String> {
+    let mut r = ByteCursor { buf: v, at: 0 };
     let ndim = r.i32()?;
     let _has_nulls = r.i32()?;
     let _elem_oid = r.i32()?;
@@ -523,12 +531,12 @@ fn array(v: &[u8], items: &mut Column) -> Result<usize, String> {
     Ok(len)
 }
 
-struct Reader<'a> {
+struct ByteCursor<'a> {
     buf: &'a [u8],
     at: usize,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> ByteCursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self
             .at
@@ -601,7 +609,7 @@ impl Unscaled for i256 {
 /// digits than `scale`, or more digits than `precision`, is an error: it
 /// would otherwise be rounded or wrapped without a word.
 fn numeric<T: Unscaled>(v: &[u8], precision: u8, scale: i8) -> Result<T, String> {
-    let mut r = Reader { buf: v, at: 0 };
+    let mut r = ByteCursor { buf: v, at: 0 };
     let ndigits = r.u16()? as i16;
     let weight = r.u16()? as i16;
     let sign = r.u16()?;
@@ -680,7 +688,10 @@ pub enum Tuple {
 /// Appends the tuple at the start of `buf` to `columns`. A tuple is checked
 /// whole before any column is touched, so a partial one leaves them as
 /// they were. `Err` carries the column index with the message.
-pub fn read_tuple(buf: &[u8], columns: &mut [Column]) -> Result<Tuple, (Option<usize>, String)> {
+pub fn read_tuple(
+    buf: &[u8],
+    columns: &mut [ColumnBuilder],
+) -> Result<Tuple, (Option<usize>, String)> {
     if buf.len() < 2 {
         return Ok(Tuple::Partial);
     }
@@ -822,10 +833,10 @@ mod tests {
     #[test]
     fn tuples_fill_columns_and_partial_ones_do_not() {
         let mut cols = vec![
-            Column::new(&PgType::Int4, 4),
-            Column::new(&PgType::Text, 4),
-            Column::new(&PgType::Array(Box::new(PgType::Int8)), 4),
-            Column::new(
+            ColumnBuilder::new(&PgType::Int4, 4),
+            ColumnBuilder::new(&PgType::Text, 4),
+            ColumnBuilder::new(&PgType::Array(Box::new(PgType::Int8)), 4),
+            ColumnBuilder::new(
                 &PgType::Numeric {
                     precision: 60,
                     scale: 2,
