@@ -188,7 +188,7 @@ fn redacted(url: &str) -> String {
 }
 
 /// Incremental extracts read their marks from the state store.
-impl sluice_engine::db::MarkSource for StateStore {
+impl sluice_engine::MarkSource for StateStore {
     fn mark(
         &self,
         job: &str,

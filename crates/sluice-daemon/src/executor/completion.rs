@@ -1,0 +1,349 @@
+//! The end of an attempt: its outcome recorded (retried, failed or
+//! succeeded), its log lines and writes batched to the state store, and
+//! its run finished when nothing is left to run.
+
+use super::*;
+
+impl Daemon {
+    pub(super) async fn joined(
+        &mut self,
+        joined: std::result::Result<(tokio::task::Id, Done), tokio::task::JoinError>,
+    ) -> Result<()> {
+        self.free_since.push_back(Instant::now());
+        match joined {
+            Ok((id, done)) => {
+                self.in_flight.remove(&id);
+                self.complete(done).await
+            }
+            Err(e) => {
+                let Some(attempt) = self.in_flight.remove(&e.id()) else {
+                    return Ok(());
+                };
+                let message = if e.is_panic() {
+                    format!(
+                        "the task panicked: {}",
+                        sluice_engine::panic_message(e.into_panic())
+                    )
+                } else {
+                    "the task was cancelled".to_string()
+                };
+                self.complete(Done {
+                    attempt,
+                    elapsed: Duration::ZERO,
+                    outcome: Outcome::Ran(Err(TaskError::new(ErrorKind::Internal, message))),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Records the end of an attempt and what comes next for the task.
+    pub(super) async fn complete(&mut self, done: Done) -> Result<()> {
+        self.stats.attempts_finished += 1;
+        let now = self.clock.now();
+        let a = &done.attempt;
+        let key = (a.dag.clone(), a.run_id.clone());
+        let job = a.job.clone();
+        let task = job.task(&a.unit).expect("task").clone();
+        // The run may have left the active set (its job file was removed);
+        // the attempt's end is recorded all the same.
+        let ti = match self.active.get(&key) {
+            Some(run) => run.tis.get(&a.unit).cloned(),
+            None => self
+                .store
+                .task_instances(&a.dag, &a.run_id)
+                .await?
+                .into_iter()
+                .find(|t| t.task == a.unit),
+        };
+        let failures = ti.as_ref().map_or(0, |t| t.failures);
+        // A sensor that timed out has had its time: no retry.
+        let mut sensor_timed_out = false;
+        let result: Result<Option<UnitOutput>, TaskError> = match done.outcome {
+            Outcome::Ran(Ok(out)) => Ok(Some(out)),
+            Outcome::Ran(Err(e)) | Outcome::Poked(Err(e)) => Err(e),
+            Outcome::Poked(Ok(true)) => Ok(None),
+            Outcome::Poked(Ok(false)) => {
+                let first = ti
+                    .as_ref()
+                    .and_then(|t| t.first_try_at)
+                    .unwrap_or(micros(now));
+                let waited = Duration::from_micros((micros(now) - first).max(0) as u64);
+                let TaskKind::Sensor(sensor) = &task.kind else {
+                    unreachable!("only sensors poke")
+                };
+                match task.timeout {
+                    Some(limit) if waited >= limit => {
+                        sensor_timed_out = true;
+                        Err(TaskError::new(
+                            ErrorKind::External,
+                            format!("sensor timed out after {}", humanize(limit)),
+                        ))
+                    }
+                    _ => {
+                        let next = after(now, sensor.poke_interval);
+                        let update = TiUpdate {
+                            state: "up_for_reschedule".into(),
+                            failures,
+                            next_try_at: Some(micros(next)),
+                            ..TiUpdate::default()
+                        };
+                        return self.record(&key, &a.members, update, None).await;
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(out) => {
+                tracing::info!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, seconds = done.elapsed.as_secs_f64(), "task succeeded");
+                self.log(
+                    a,
+                    "info",
+                    &format!("succeeded in {:.3}s", done.elapsed.as_secs_f64()),
+                );
+                let update = TiUpdate {
+                    state: "success".into(),
+                    failures,
+                    ended_at: Some(micros(now)),
+                    ..TiUpdate::default()
+                };
+                self.record(&key, &a.members, update, out).await?;
+            }
+            Err(TaskError {
+                kind,
+                message,
+                missing_input,
+            }) => {
+                let message = match missing_input {
+                    Some(upstream) => self.where_staged(a, &upstream, message).await,
+                    None => message,
+                };
+                let failures = failures + 1;
+                let retry =
+                    !sensor_timed_out && kind.is_retryable() && failures <= i64::from(task.retries);
+                let next = retry.then(|| {
+                    let delay =
+                        retry_delay(task.retry_delay, task.max_retry_delay, failures as u32);
+                    (after(now, delay), delay)
+                });
+                match &next {
+                    Some((_, delay)) => {
+                        tracing::warn!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, retry_in = %humanize(*delay), "task failed; will retry");
+                        self.log(
+                            a,
+                            "error",
+                            &format!("failed: {message}; retrying in {}", humanize(*delay)),
+                        );
+                    }
+                    None if !kind.is_retryable() && failures <= i64::from(task.retries) => {
+                        // Retries left, but the same input fails the same way.
+                        tracing::error!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, kind = %kind, "task failed; not retried: the job or its data must change");
+                        self.log(
+                            a,
+                            "error",
+                            &format!(
+                                "failed: {message}; not retried: a {kind} error, which another attempt would meet again"
+                            ),
+                        );
+                    }
+                    None => {
+                        tracing::error!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, kind = %kind, "task failed");
+                        self.log(a, "error", &format!("failed: {message}"));
+                    }
+                }
+                let update = TiUpdate {
+                    state: if retry { "up_for_retry" } else { "failed" }.into(),
+                    failures,
+                    next_try_at: next.map(|(t, _)| micros(t)),
+                    ended_at: Some(micros(now)),
+                    error: Some(message),
+                    ..TiUpdate::default()
+                };
+                self.record(&key, &a.members, update, None).await?;
+            }
+        }
+        self.maybe_finish(&key).await
+    }
+
+    /// `message` (an upstream task's staged output is missing) with the
+    /// replica that wrote that output: on a second replica, a `file://`
+    /// staging folder is another machine's disk.
+    pub(super) async fn where_staged(
+        &self,
+        a: &Attempt,
+        upstream: &str,
+        message: String,
+    ) -> String {
+        let rows = match self.store.task_instances(&a.dag, &a.run_id).await {
+            Ok(rows) => rows,
+            // The message stands without the replica's name.
+            Err(_) => return message,
+        };
+        match rows
+            .iter()
+            .find(|t| t.task == upstream)
+            .and_then(|t| t.ended_by.as_deref())
+        {
+            Some(by) if by != self.opts.worker_id => format!(
+                "{message}; it was written by replica {by}, and this attempt ran on {me}: \
+                 every replica must reach the staging store (object storage such as s3://, \
+                 or a file system mounted on each)",
+                me = self.opts.worker_id
+            ),
+            Some(by) => {
+                format!("{message}; it was written by this replica ({by}) and since removed")
+            }
+            None => message,
+        }
+    }
+
+    /// Writes an attempt's end for each member of its unit.
+    pub(super) async fn record(
+        &mut self,
+        key: &(String, String),
+        members: &[String],
+        update: TiUpdate,
+        out: Option<UnitOutput>,
+    ) -> Result<()> {
+        for m in members {
+            let mut u = update.clone();
+            if let Some(c) = out
+                .as_ref()
+                .and_then(|o| o.counts.iter().find(|(id, _)| id == m))
+                .map(|(_, c)| c)
+            {
+                u.rows_in = Some(c.rows_in as i64);
+                u.rows_out = Some(c.rows_out as i64);
+                u.bad_records = Some(c.bad as i64);
+                u.bytes_written = Some(c.bytes as i64);
+                u.watermark = c.watermark.clone();
+            }
+            self.pending.push(Op::Finish {
+                dag: key.0.clone(),
+                run_id: key.1.clone(),
+                task: m.clone(),
+                update: u.clone(),
+            });
+            if let Some(run) = self.active.get_mut(key) {
+                run.dirty = true;
+            }
+            if let Some(ti) = self.active.get_mut(key).and_then(|r| r.tis.get_mut(m)) {
+                ti.state = u.state.clone();
+                ti.failures = u.failures;
+                ti.next_try_at = u.next_try_at;
+                ti.ended_at = u.ended_at;
+                ti.error = u.error.clone();
+                ti.rows_in = u.rows_in;
+                ti.rows_out = u.rows_out;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a run whose task instances are all done.
+    pub(super) async fn maybe_finish(&mut self, key: &(String, String)) -> Result<()> {
+        let Some(run) = self.active.get(key) else {
+            return Ok(());
+        };
+        if run.row.state != "running" {
+            return Ok(());
+        }
+        let state_of = |t: &String| run.tis.get(t).map_or("scheduled", |ti| ti.state.as_str());
+        // Last tasks first: they are the ones usually still to finish, so
+        // a run with work left is told after a look or two.
+        if !run
+            .job
+            .dag
+            .order
+            .iter()
+            .rev()
+            .all(|t| TERMINAL.contains(&state_of(t)))
+        {
+            return Ok(());
+        }
+        let state = if run.job.dag.order.iter().all(|t| state_of(t) == "success") {
+            "success"
+        } else {
+            "failed"
+        };
+        let now = self.clock.now();
+        self.flush().await?;
+        let run = self.active.get(key).expect("active");
+        if self
+            .store
+            .move_run(&key.0, &key.1, "running", state, micros(now))
+            .await?
+        {
+            tracing::info!(dag = %key.0, run = %key.1, state, "run finished");
+            if state == "success" {
+                self.cleanups
+                    .spawn(self.runner.run_succeeded(run.job.clone(), run.ctx.clone()));
+            }
+        }
+        self.active.remove(key);
+        Ok(())
+    }
+
+    /// Appends a line to an attempt's log (written with the next batch).
+    pub(super) fn log(&mut self, a: &Attempt, level: &str, message: &str) {
+        let now = micros(self.clock.now());
+        let seq = self.next_log_seq();
+        for m in &a.members {
+            self.pending.push(Op::Log {
+                dag: a.dag.clone(),
+                run_id: a.run_id.clone(),
+                task: m.clone(),
+                attempt: a.attempt,
+                seq,
+                at: now,
+                level: level.to_string(),
+                message: message.to_string(),
+            });
+        }
+    }
+
+    /// The next log line's sequence number; they grow across restarts too.
+    pub(super) fn next_log_seq(&mut self) -> i64 {
+        self.log_seq = (self.log_seq + 1).max(micros(self.clock.now()));
+        self.log_seq
+    }
+
+    /// Writes what is pending, waiting out a state store outage for up
+    /// to `state_outage_limit`: the last writes before exiting must not
+    /// be lost to a blip.
+    pub(super) async fn flush_patiently(&mut self) -> Result<()> {
+        let since = Instant::now();
+        let mut failures = 0;
+        loop {
+            match self.flush().await {
+                Err(e @ crate::error::Error::State { .. })
+                    if since.elapsed() < self.opts.state_outage_limit =>
+                {
+                    failures += 1;
+                    let delay = retry_delay(
+                        Duration::from_millis(100),
+                        Duration::from_secs(10),
+                        failures,
+                    );
+                    tracing::warn!(error = %e, retry_in = %humanize(delay), "state store failed; retrying the last writes");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes the batched task instance changes and log lines.
+    pub(super) async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut self.pending);
+        if let Err(e) = self.store.apply(&ops).await {
+            // Not written: kept, in order, for the next try.
+            self.pending.splice(0..0, ops);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
