@@ -17,6 +17,8 @@ pub mod runner;
 mod schema;
 mod sink;
 mod sql;
+#[cfg(test)]
+mod sql_memory_tests;
 mod staging;
 mod store;
 pub mod validate;
