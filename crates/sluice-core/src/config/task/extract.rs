@@ -1,7 +1,7 @@
 //! `extract = "logs"` and `extract = "sql"`: where a job's data comes from.
 
 use super::{At, TaskKind, is_identifier, sql_text};
-use crate::config::{ColumnType, deserialize_at};
+use crate::config::ColumnType;
 use crate::error::ConfigError;
 use crate::units::parse_size;
 use indexmap::IndexMap;
@@ -321,14 +321,12 @@ pub(super) fn parse(
     let (base, file, job_dir) = (at.base, at.file, at.job_dir);
     let err = |key: &str, message: String| at.err(key, message);
     match kind {
-        "logs" => deserialize_at::<RawLogs>(value, file, base)
-            .map_err(|e| errors.push(e))
-            .ok()
+        "logs" => at
+            .read::<RawLogs>(value, errors)
             .and_then(|raw| logs(raw, base, file, errors))
             .map(|l| TaskKind::Extract(Extract::Logs(l))),
-        "sql" => deserialize_at::<RawSql>(value, file, base)
-            .map_err(|e| errors.push(e))
-            .ok()
+        "sql" => at
+            .read::<RawSql>(value, errors)
             .and_then(|raw| sql_extract(raw, base, file, job_dir, errors))
             .map(|s| TaskKind::Extract(Extract::Sql(s))),
         other => {

@@ -1,7 +1,7 @@
 //! `load = "parquet"` and `load = "sql"`: where a job's data goes.
 
 use super::{At, TaskKind, is_identifier};
-use crate::config::{deserialize_at, one_of};
+use crate::config::one_of;
 use crate::error::ConfigError;
 use crate::units::parse_size;
 use serde::Deserialize;
@@ -265,14 +265,12 @@ pub(super) fn parse(
     let (base, file) = (at.base, at.file);
     let err = |key: &str, message: String| at.err(key, message);
     match kind {
-        "parquet" => deserialize_at::<RawParquetLoad>(value, file, base)
-            .map_err(|e| errors.push(e))
-            .ok()
+        "parquet" => at
+            .read::<RawParquetLoad>(value, errors)
             .and_then(|raw| parquet_load(raw, base, file, errors))
             .map(|p| TaskKind::Load(Load::Parquet(p))),
-        "sql" => deserialize_at::<RawSqlLoad>(value, file, base)
-            .map_err(|e| errors.push(e))
-            .ok()
+        "sql" => at
+            .read::<RawSqlLoad>(value, errors)
             .and_then(|raw| sql_load(raw, base, file, errors))
             .map(|l| TaskKind::Load(Load::Sql(l))),
         other => {

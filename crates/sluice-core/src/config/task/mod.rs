@@ -99,6 +99,17 @@ pub(super) struct At<'a> {
 }
 
 impl At<'_> {
+    /// This task's table as `T`; a bad key goes to `errors`.
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        value: toml::Value,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<T> {
+        deserialize_at(value, self.file, self.base)
+            .map_err(|e| errors.push(e))
+            .ok()
+    }
+
     /// An error on `key` of this task (the task itself when empty).
     fn err(&self, key: &str, message: String) -> ConfigError {
         let key = if key.is_empty() {

@@ -2,7 +2,6 @@
 //! waits for, poked every `poke_interval`.
 
 use super::{At, TaskKind, duration_or, sql_text};
-use crate::config::deserialize_at;
 use crate::error::ConfigError;
 use serde::Deserialize;
 use std::time::Duration;
@@ -55,51 +54,45 @@ pub(super) fn parse(
     let (base, file, job_dir) = (at.base, at.file, at.job_dir);
     let err = |key: &str, message: String| at.err(key, message);
     match kind {
-        "object_exists" => deserialize_at::<RawObjectSensor>(value, file, base)
-            .map_err(|e| errors.push(e))
-            .ok()
-            .and_then(|raw| {
-                let poke_interval = duration_or(
-                    raw.poke_interval.as_deref(),
-                    Duration::from_secs(60),
-                    &format!("{base}.poke_interval"),
-                    file,
-                    errors,
-                )?;
-                Some(TaskKind::Sensor(Sensor {
-                    kind: SensorKind::ObjectExists {
-                        url: raw.url,
-                        connection: raw.connection,
-                    },
-                    poke_interval,
-                }))
-            }),
-        "sql" => deserialize_at::<RawSqlSensor>(value, file, base)
-            .map_err(|e| errors.push(e))
-            .ok()
-            .and_then(|raw| {
-                let poke_interval = duration_or(
-                    raw.poke_interval.as_deref(),
-                    Duration::from_secs(60),
-                    &format!("{base}.poke_interval"),
-                    file,
-                    errors,
-                )?;
-                let query = match sql_text(&raw.query, job_dir) {
-                    Ok((q, _)) => q,
-                    Err(m) => {
-                        errors.push(err("query", m));
-                        return None;
-                    }
-                };
-                Some(TaskKind::Sensor(Sensor {
-                    kind: SensorKind::Sql {
-                        connection: raw.connection,
-                        query,
-                    },
-                    poke_interval,
-                }))
-            }),
+        "object_exists" => at.read::<RawObjectSensor>(value, errors).and_then(|raw| {
+            let poke_interval = duration_or(
+                raw.poke_interval.as_deref(),
+                Duration::from_secs(60),
+                &format!("{base}.poke_interval"),
+                file,
+                errors,
+            )?;
+            Some(TaskKind::Sensor(Sensor {
+                kind: SensorKind::ObjectExists {
+                    url: raw.url,
+                    connection: raw.connection,
+                },
+                poke_interval,
+            }))
+        }),
+        "sql" => at.read::<RawSqlSensor>(value, errors).and_then(|raw| {
+            let poke_interval = duration_or(
+                raw.poke_interval.as_deref(),
+                Duration::from_secs(60),
+                &format!("{base}.poke_interval"),
+                file,
+                errors,
+            )?;
+            let query = match sql_text(&raw.query, job_dir) {
+                Ok((q, _)) => q,
+                Err(m) => {
+                    errors.push(err("query", m));
+                    return None;
+                }
+            };
+            Some(TaskKind::Sensor(Sensor {
+                kind: SensorKind::Sql {
+                    connection: raw.connection,
+                    query,
+                },
+                poke_interval,
+            }))
+        }),
         other => {
             errors.push(err(
                 "sensor",

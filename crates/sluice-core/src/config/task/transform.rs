@@ -2,7 +2,6 @@
 //! must hold before downstream tasks run).
 
 use super::{At, TaskKind, sql_text};
-use crate::config::deserialize_at;
 use crate::error::ConfigError;
 use serde::Deserialize;
 
@@ -36,11 +35,9 @@ pub(super) fn parse_transform(
     at: &At<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<TaskKind> {
-    let (base, file, job_dir) = (at.base, at.file, at.job_dir);
+    let job_dir = at.job_dir;
     let err = |key: &str, message: String| at.err(key, message);
-    deserialize_at::<RawTransform>(value, file, base)
-        .map_err(|e| errors.push(e))
-        .ok()
+    at.read::<RawTransform>(value, errors)
         .and_then(|raw| match sql_text(&raw.transform, job_dir) {
             Ok((sql, sql_file)) => Some(TaskKind::Transform(Transform { sql, sql_file })),
             Err(m) => {
@@ -55,11 +52,9 @@ pub(super) fn parse_check(
     at: &At<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<TaskKind> {
-    let (base, file, job_dir) = (at.base, at.file, at.job_dir);
+    let job_dir = at.job_dir;
     let err = |key: &str, message: String| at.err(key, message);
-    deserialize_at::<RawCheck>(value, file, base)
-        .map_err(|e| errors.push(e))
-        .ok()
+    at.read::<RawCheck>(value, errors)
         .and_then(|raw| match sql_text(&raw.check, job_dir) {
             Ok((sql, _)) => Some(TaskKind::Check(Check { sql })),
             Err(m) => {
