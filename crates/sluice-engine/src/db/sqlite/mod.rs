@@ -1,5 +1,9 @@
-//! SQLite: reading a file's query results (`read`).
+//! SQLite: reading a file's query results (`read`) and loading through
+//! bind-parameter INSERTs (`load`).
 
+mod load;
 mod read;
+
+pub(crate) use load::{column_type, load};
 
 pub(crate) use read::extract;
