@@ -146,9 +146,14 @@ async fn rows(stream: SendableRecordBatchStream) -> datafusion::error::Result<us
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: now and then the merge memory a sort cannot spill runs out \
-            while another transform holds the pool (ResourcesExhausted); un-ignore \
-            with its fix"]
+// Known bug, kept in view: the final SortPreservingMergeExec asks for memory
+// it cannot spill, and by then the two sorts' merges hold most of the pool
+// as memory that cannot spill either (56-60 MiB of the 64 MiB, measured
+// with a pool that kept half the limit away from spilling operators, so
+// reserving headroom does not fix it). The merges' batches are slices of
+// larger sorted runs and are booked at the size of the whole run.
+#[ignore = "known bug: the sorts' merges book memory they cannot spill at the size of \
+            whole sorted runs and exhaust the pool (ResourcesExhausted); un-ignore with its fix"]
 async fn concurrent_sorts_share_one_pool_and_spill() {
     let shared = sql::runtime(LIMIT as u64).unwrap();
     assert!(
