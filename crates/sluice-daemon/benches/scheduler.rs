@@ -23,7 +23,7 @@ use sluice_core::template::RunContext;
 use sluice_daemon::clock::SystemClock;
 use sluice_daemon::executor::{Daemon, Options, TaskError, TaskRunner, new_run};
 use sluice_daemon::jobs::JobSet;
-use sluice_daemon::state::StateStore;
+use sluice_daemon::state::{RunState, StateStore};
 use sluice_engine::runner::{TaskAttempt, UnitOutput, Units};
 use std::path::Path;
 use std::sync::Arc;
@@ -165,7 +165,7 @@ async fn bench(state: &str, dir: &Path, shape: &str, runs: usize) -> Result_ {
     for (dag, run_id) in &keys {
         assert_eq!(
             store.run(dag, run_id).await.unwrap().unwrap().state,
-            "success"
+            RunState::Success
         );
     }
     Result_ {

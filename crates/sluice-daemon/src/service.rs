@@ -6,9 +6,9 @@ use crate::clock::SystemClock;
 use crate::error::{Error, Result};
 use crate::executor::{Daemon, EngineRunner, Options, new_run};
 use crate::jobs::JobSet;
-use crate::state::StateStore;
+use crate::state::{self, StateStore};
 use chrono::{NaiveDate, Utc};
-use sluice_core::config::{DaemonConfig, Job};
+use sluice_core::config::{DaemonConfig, Job, TaskKind};
 use sluice_core::env::process_env;
 use sluice_core::schedule::Plan;
 use sluice_engine::runner::{Engine, RunReport, TaskReport, TaskState};
@@ -84,14 +84,78 @@ pub async fn trigger(
     Ok((run.run_id, true))
 }
 
+/// Sets task `task` of run `run_id` to run again (`sluice clear`), and
+/// with `downstream` every task below it. A run that succeeded has had
+/// its staging removed, so the extracts and transforms whose output a
+/// cleared task reads run again too (they only write staging); loads,
+/// checks and sensors upstream do not. Returns the tasks set to run
+/// again, in DAG order: a task still waiting or running is not among them.
+pub async fn clear(
+    store: &StateStore,
+    job: &Job,
+    run_id: &str,
+    task: &str,
+    downstream: bool,
+) -> Result<Vec<String>> {
+    if job.task(task).is_none() {
+        return Err(Error::NotFound(format!(
+            "job {} has no task \"{task}\"; its tasks: {}",
+            job.name,
+            job.dag.order.join(", ")
+        )));
+    }
+    let Some(run) = store.run(&job.name, run_id).await? else {
+        return Err(Error::NotFound(format!(
+            "job {} has no run \"{run_id}\" (sluice runs {} lists them)",
+            job.name, job.name
+        )));
+    };
+    let mut chosen = std::collections::HashSet::from([task.to_string()]);
+    if downstream {
+        let mut stack = vec![task.to_string()];
+        while let Some(t) = stack.pop() {
+            for d in job.dag.downstream.get(&t).into_iter().flatten() {
+                if chosen.insert(d.clone()) {
+                    stack.push(d.clone());
+                }
+            }
+        }
+    }
+    if run.state == state::RunState::Success {
+        let mut stack: Vec<String> = chosen.iter().cloned().collect();
+        while let Some(t) = stack.pop() {
+            for u in job.dag.upstream.get(&t).into_iter().flatten() {
+                let produces = job.task(u).is_some_and(|u| {
+                    matches!(u.kind, TaskKind::Extract(_) | TaskKind::Transform(_))
+                });
+                if produces && chosen.insert(u.clone()) {
+                    stack.push(u.clone());
+                }
+            }
+        }
+    }
+    let tasks: Vec<String> = job
+        .dag
+        .order
+        .iter()
+        .filter(|t| chosen.contains(*t))
+        .cloned()
+        .collect();
+    let now = crate::clock::micros(Utc::now());
+    store.clear(&job.name, run_id, &tasks, now).await
+}
+
 /// Creates the backfill runs of `job` for every interval whose logical
 /// date falls in [from, to] (dates in the job's timezone), oldest first.
-/// Returns the (dag, run id) of each interval's run, new or existing.
+/// Returns the (dag, run id) of each interval's run, new or existing. An
+/// existing run that has ended is left as it is, or with `reset` runs
+/// again from its first task, as a clear of every task would.
 pub async fn create_backfill(
     store: &StateStore,
     job: &Job,
     from: NaiveDate,
     to: NaiveDate,
+    reset: bool,
 ) -> Result<Vec<(String, String)>> {
     if to < from {
         return Err(Error::Invalid(format!("--to {to} is before --from {from}")));
@@ -129,6 +193,11 @@ pub async fn create_backfill(
         if !store.create_run(&run).await? {
             let existing = store.run_at(&job.name, run.logical_date).await?;
             if let Some(r) = existing {
+                if reset && r.state.is_terminal() {
+                    // Every task again, under a new load generation.
+                    let now = crate::clock::micros(Utc::now());
+                    store.clear(&r.dag, &r.run_id, &job.dag.order, now).await?;
+                }
                 keys.push((r.dag, r.run_id));
             }
             continue;
@@ -186,9 +255,9 @@ pub async fn run_once(
         let Some(ti) = tis.iter().find(|t| &t.task == id) else {
             continue;
         };
-        let state = match ti.state.as_str() {
-            "success" => TaskState::Success,
-            "upstream_failed" => TaskState::UpstreamFailed,
+        let state = match ti.state {
+            state::TaskState::Success => TaskState::Success,
+            state::TaskState::UpstreamFailed => TaskState::UpstreamFailed,
             _ => TaskState::Failed,
         };
         let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;

@@ -49,6 +49,20 @@ enum Command {
         from: NaiveDate,
         #[arg(long)]
         to: NaiveDate,
+        /// Run dates that already ran again, every task, replacing what
+        /// their loads wrote only where the load mode replaces (a new
+        /// load generation: `append` appends again).
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Set a task instance to run again (and its downstream tasks with
+    /// --downstream); the daemon on the same state store runs it.
+    Clear {
+        job: String,
+        run_id: String,
+        task: String,
+        #[arg(long)]
+        downstream: bool,
     },
     /// Queue a manual run; the daemon on the same state store runs it.
     Trigger {
@@ -92,9 +106,18 @@ pub async fn dispatch(args: Args) -> Result<ExitCode> {
         Command::Validate { paths } => validate(&config, &paths).await,
         Command::Run { job, date, task } => run_job(config, &job, date, task.as_deref()).await,
         Command::Serve => crate::daemon_cmd::serve(config).await,
-        Command::Backfill { job, from, to } => {
-            crate::daemon_cmd::backfill(config, &job, from, to).await
-        }
+        Command::Backfill {
+            job,
+            from,
+            to,
+            reset,
+        } => crate::daemon_cmd::backfill(config, &job, from, to, reset).await,
+        Command::Clear {
+            job,
+            run_id,
+            task,
+            downstream,
+        } => crate::daemon_cmd::clear(config, &job, &run_id, &task, downstream).await,
         Command::Trigger { job, date } => crate::daemon_cmd::trigger(config, &job, date).await,
         Command::Runs { job, limit } => crate::daemon_cmd::runs(config, &job, limit).await,
     }

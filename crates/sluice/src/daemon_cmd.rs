@@ -7,7 +7,7 @@ use chrono::{NaiveDate, Utc};
 use sluice_core::config::DaemonConfig;
 use sluice_daemon::clock::from_micros;
 use sluice_daemon::service;
-use sluice_daemon::state::StateStore;
+use sluice_daemon::state::{RunState, StateStore};
 use std::process::ExitCode;
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -34,11 +34,12 @@ pub async fn backfill(
     name: &str,
     from: NaiveDate,
     to: NaiveDate,
+    reset: bool,
 ) -> Result<ExitCode> {
     // A job that is missing or does not load: exit 1 with its error.
     let job = crate::job_lookup::find_job(&config, name)?;
     let store = StateStore::connect(&config.state).await?;
-    let keys = service::create_backfill(&store, &job, from, to).await?;
+    let keys = service::create_backfill(&store, &job, from, to, reset).await?;
     if keys.is_empty() {
         println!("no intervals of {} between {from} and {to}", job.name);
         return Ok(ExitCode::SUCCESS);
@@ -57,7 +58,7 @@ pub async fn backfill(
     let mut ok = true;
     for (dag, run_id) in &keys {
         if let Some(run) = patiently(limit, || store.run(dag, run_id)).await? {
-            ok &= run.state == "success";
+            ok &= run.state == RunState::Success;
         }
     }
     let limit_rows = keys.len() as i64;
@@ -76,6 +77,37 @@ pub async fn backfill(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Sets a task instance (and with `downstream` the tasks below it) to run
+/// again; the daemon sharing the state store runs it.
+pub async fn clear(
+    config: DaemonConfig,
+    name: &str,
+    run_id: &str,
+    task: &str,
+    downstream: bool,
+) -> Result<ExitCode> {
+    let job = crate::job_lookup::find_job(&config, name)?;
+    let store = StateStore::connect(&config.state).await?;
+    match service::clear(&store, &job, run_id, task, downstream).await {
+        Ok(cleared) if cleared.is_empty() => {
+            println!(
+                "nothing to clear in {} {run_id}: the tasks have not ended",
+                job.name
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(cleared) => {
+            println!("cleared {} {run_id}: {}", job.name, cleared.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ sluice_daemon::Error::NotFound(_)) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Queues a manual run; the daemon sharing the state store starts it.
@@ -126,7 +158,7 @@ async fn runs_table(store: &StateStore, dag: &str, limit: i64) -> Result<String>
         };
         rows.push(vec![
             r.run_id.clone(),
-            r.state.clone(),
+            r.state.to_string(),
             r.started_at
                 .map(|t| from_micros(t).format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_default(),

@@ -151,7 +151,7 @@ async fn finished_run(store: StateStore, dag: &'static str) -> Option<RunRow> {
         .await
         .unwrap()
         .pop()
-        .filter(|r| r.state == "success" || r.state == "failed")
+        .filter(|r| r.state.as_str() == "success" || r.state.as_str() == "failed")
 }
 
 async fn ti(store: &StateStore, dag: &str, run_id: &str, task: &str) -> Option<TaskInstanceRow> {
@@ -219,7 +219,12 @@ async fn schedules_with_catchup(backend: Backend) {
     let store = env.store().await;
     wait_for("eight successful runs", Duration::from_secs(60), || async {
         let runs = store.recent_runs("every2s", 100).await.unwrap();
-        (runs.iter().filter(|r| r.state == "success").count() >= 8).then_some(())
+        (runs
+            .iter()
+            .filter(|r| r.state.as_str() == "success")
+            .count()
+            >= 8)
+            .then_some(())
     })
     .await;
     let first_seen = now;
@@ -269,7 +274,7 @@ async fn schedules_with_catchup(backend: Backend) {
         );
     }
     // Each successful run published its own output.
-    for r in runs.iter().filter(|r| r.state == "success") {
+    for r in runs.iter().filter(|r| r.state.as_str() == "success") {
         let ts = from_micros(r.logical_date)
             .format("%Y%m%dT%H%M%S")
             .to_string();
@@ -382,7 +387,7 @@ async fn retries_and_timeouts(backend: Backend) {
     .await;
     assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(1));
 
-    assert_eq!(flaky.state, "success");
+    assert_eq!(flaky.state.as_str(), "success");
     let t = ti(&store, "flaky", &flaky.run_id, "late_out")
         .await
         .unwrap();
@@ -396,7 +401,7 @@ async fn retries_and_timeouts(backend: Backend) {
     assert!(d2 > d1, "delays must grow: {d1} then {d2} us");
     assert_eq!(files_under(&env.path().join("out/flaky")).len(), 1);
 
-    assert_eq!(broken.state, "failed");
+    assert_eq!(broken.state.as_str(), "failed");
     let t = ti(&store, "broken", &broken.run_id, "missing_out")
         .await
         .unwrap();
@@ -413,9 +418,9 @@ async fn retries_and_timeouts(backend: Backend) {
     let p = ti(&store, "broken", &broken.run_id, "missing")
         .await
         .unwrap();
-    assert_eq!(p.state, "failed");
+    assert_eq!(p.state.as_str(), "failed");
 
-    assert_eq!(slow.state, "failed");
+    assert_eq!(slow.state.as_str(), "failed");
     let t = ti(&store, "slow", &slow.run_id, "big_out").await.unwrap();
     assert!(
         t.error.as_deref().unwrap_or("").contains("timed out"),
@@ -480,7 +485,7 @@ async fn chain_with_events_running(env: &Env, rows: usize) -> (StateStore, Strin
     wait_for("events to be running", Duration::from_secs(30), || async {
         ti(&store, "chain", &run_id, "events")
             .await
-            .filter(|t| t.state == "running")
+            .filter(|t| t.state.as_str() == "running")
     })
     .await;
     (store, run_id, daemon)
@@ -493,18 +498,23 @@ async fn kill_and_restart(backend: Backend) {
     stop(&mut daemon, "-KILL");
     let small_before = ti(&store, "chain", &run_id, "small_out").await.unwrap();
     assert_eq!(
-        small_before.state, "success",
+        small_before.state.as_str(),
+        "success",
         "small_out finished before the kill"
     );
     let interrupted = ti(&store, "chain", &run_id, "events").await.unwrap();
-    assert_eq!(interrupted.state, "running", "the kill left events running");
+    assert_eq!(
+        interrupted.state.as_str(),
+        "running",
+        "the kill left events running"
+    );
 
     let mut daemon = env.serve(2);
     let run = run_finished(&store, "chain", &run_id).await;
     assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(2));
-    assert_eq!(run.state, "success", "{}", env.log(2));
+    assert_eq!(run.state.as_str(), "success", "{}", env.log(2));
     for t in store.task_instances("chain", &run_id).await.unwrap() {
-        assert_eq!(t.state, "success", "{t:?}");
+        assert_eq!(t.state.as_str(), "success", "{t:?}");
     }
     // small_out ran once: the restart did not run it again.
     let small = ti(&store, "chain", &run_id, "small_out").await.unwrap();
@@ -560,7 +570,8 @@ async fn sigterm_requeues_what_does_not_finish(backend: Backend) {
     assert!(t0.elapsed() < Duration::from_secs(10));
     let events = ti(&store, "chain", &run_id, "events").await.unwrap();
     assert_eq!(
-        events.state, "scheduled",
+        events.state.as_str(),
+        "scheduled",
         "put back for the next process: {events:?}"
     );
     assert!(env.log(1).contains("it will run again"), "{}", env.log(1));
@@ -581,7 +592,9 @@ async fn invalid_edit_keeps_last_valid_version(backend: Backend) {
     let store = env.store().await;
     wait_for("a run", Duration::from_secs(30), || async {
         let runs = store.recent_runs("every2s", 100).await.unwrap();
-        runs.iter().any(|r| r.state == "success").then_some(())
+        runs.iter()
+            .any(|r| r.state.as_str() == "success")
+            .then_some(())
     })
     .await;
     // A typo in a key: the file no longer loads.
@@ -604,7 +617,12 @@ async fn invalid_edit_keeps_last_valid_version(backend: Backend) {
         Duration::from_secs(20),
         || async {
             let runs = store.recent_runs("every2s", 1000).await.unwrap();
-            (runs.iter().filter(|r| r.state == "success").count() > before + 1).then_some(())
+            (runs
+                .iter()
+                .filter(|r| r.state.as_str() == "success")
+                .count()
+                > before + 1)
+                .then_some(())
         },
     )
     .await;
@@ -635,7 +653,12 @@ async fn invalid_edit_keeps_last_valid_version(backend: Backend) {
         Duration::from_secs(20),
         || async {
             let runs = store.recent_runs("every2s", 1000).await.unwrap();
-            (runs.iter().filter(|r| r.state == "success").count() > before + 1).then_some(())
+            (runs
+                .iter()
+                .filter(|r| r.state.as_str() == "success")
+                .count()
+                > before + 1)
+                .then_some(())
         },
     )
     .await;
@@ -701,12 +724,12 @@ async fn sensors_wait_without_a_worker(backend: Backend) {
     let done = |dag: &'static str| finished_run(store.clone(), dag);
     // The other job finishes while the sensor still waits.
     let chain = wait_for("chain to finish", Duration::from_secs(30), || done("chain")).await;
-    assert_eq!(chain.state, "success");
+    assert_eq!(chain.state.as_str(), "success");
     let waits = store.recent_runs("waits", 1).await.unwrap().pop().unwrap();
-    assert_eq!(waits.state, "running");
+    assert_eq!(waits.state.as_str(), "running");
     let sensor = ti(&store, "waits", &waits.run_id, "ready").await.unwrap();
     assert!(
-        sensor.state == "up_for_reschedule" || sensor.state == "running",
+        sensor.state.as_str() == "up_for_reschedule" || sensor.state.as_str() == "running",
         "{sensor:?}"
     );
     // The sensor that never sees its object fails at its timeout, once.
@@ -714,7 +737,7 @@ async fn sensors_wait_without_a_worker(backend: Backend) {
         done("gives_up")
     })
     .await;
-    assert_eq!(gave_up.state, "failed");
+    assert_eq!(gave_up.state.as_str(), "failed");
     let t = ti(&store, "gives_up", &gave_up.run_id, "never")
         .await
         .unwrap();
@@ -730,7 +753,7 @@ async fn sensors_wait_without_a_worker(backend: Backend) {
     std::fs::create_dir_all(env.path().join("flags/2026-11-24")).unwrap();
     std::fs::write(env.path().join("flags/2026-11-24/_SUCCESS"), "").unwrap();
     let waits = wait_for("waits to finish", Duration::from_secs(30), || done("waits")).await;
-    assert_eq!(waits.state, "success");
+    assert_eq!(waits.state.as_str(), "success");
     assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0));
 }
 
@@ -846,7 +869,7 @@ async fn user_errors_fail_at_once(backend: Backend) {
         .unwrap()
         .pop()
         .unwrap();
-    assert_eq!(run.state, "failed");
+    assert_eq!(run.state.as_str(), "failed");
     let t = ti(&store, "bad_sql", &run.run_id, "bad_out").await.unwrap();
     assert_eq!(
         (t.state.as_str(), t.try_number, t.failures),
@@ -872,7 +895,7 @@ async fn user_errors_fail_at_once(backend: Backend) {
         .unwrap()
         .pop()
         .unwrap();
-    assert_eq!(run.state, "failed");
+    assert_eq!(run.state.as_str(), "failed");
     let t = ti(&store, "refused", &run.run_id, "src_out").await.unwrap();
     assert_eq!(
         (t.state.as_str(), t.try_number, t.failures),
@@ -950,7 +973,10 @@ async fn run_and_serve_agree(backend: Backend) {
         })
         .await;
         for t in store.task_instances(job, &run.run_id).await.unwrap() {
-            by_serve.insert((job.to_string(), t.task), (t.state, t.try_number));
+            by_serve.insert(
+                (job.to_string(), t.task),
+                (t.state.to_string(), t.try_number),
+            );
         }
     }
     assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(1));
@@ -1041,7 +1067,8 @@ async fn killed_after_load_commit(target: Target) {
     stop(&mut daemon, "-KILL");
     let before = ti(&store, "crash", &run_id, "load").await.unwrap();
     assert_eq!(
-        before.state, "running",
+        before.state.as_str(),
+        "running",
         "the kill came before success was recorded"
     );
     assert_eq!(
@@ -1052,7 +1079,7 @@ async fn killed_after_load_commit(target: Target) {
     let mut daemon = env.serve(2);
     let run = run_finished(&store, "crash", &run_id).await;
     assert_eq!(stop(&mut daemon, "-TERM").code(), Some(0), "{}", env.log(2));
-    assert_eq!(run.state, "success", "{}", env.log(2));
+    assert_eq!(run.state.as_str(), "success", "{}", env.log(2));
     let load = ti(&store, "crash", &run_id, "load").await.unwrap();
     assert_eq!(
         (load.try_number, load.rows_out),
@@ -1165,7 +1192,7 @@ async fn postgres_connections_cut_mid_run() {
     let runs = store.recent_runs("cut", 100).await.unwrap();
     assert_eq!(runs.len(), 8);
     for r in &runs {
-        assert_eq!(r.state, "success", "{r:?}");
+        assert_eq!(r.state.as_str(), "success", "{r:?}");
         for t in store.task_instances("cut", &r.run_id).await.unwrap() {
             assert_eq!((t.state.as_str(), t.failures), ("success", 0), "{t:?}");
         }
@@ -1219,7 +1246,7 @@ async fn run_finished(store: &StateStore, dag: &str, run_id: &str) -> RunRow {
             .run(dag, run_id)
             .await
             .unwrap()
-            .filter(|r| r.state == "success" || r.state == "failed")
+            .filter(|r| r.state.as_str() == "success" || r.state.as_str() == "failed")
     })
     .await
 }
@@ -1271,7 +1298,7 @@ async fn missing_staged_input_names_its_task_and_replica() {
     let mut b = env.serve_with(2, &[("SLUICE_STAGING", &other), ("HOSTNAME", "machine-b")]);
     let run = run_finished(&store, "split", &run_id).await;
     assert_eq!(stop(&mut b, "-TERM").code(), Some(0), "{}", env.log(2));
-    assert_eq!(run.state, "failed", "{}", env.log(2));
+    assert_eq!(run.state.as_str(), "failed", "{}", env.log(2));
     let busy = ti(&store, "split", &run_id, "busy").await.unwrap();
     let error = busy.error.unwrap_or_default();
     for part in [

@@ -34,7 +34,7 @@ async fn readme_first_command_serves_the_example_job() {
         let runs = store.recent_runs("web_traffic_daily", 10).await.unwrap();
         if let Some(r) = runs
             .iter()
-            .find(|r| r.state == "success" || r.state == "failed")
+            .find(|r| r.state.as_str() == "success" || r.state.as_str() == "failed")
         {
             break r.clone();
         }
@@ -52,7 +52,7 @@ async fn readme_first_command_serves_the_example_job() {
     assert!(status.success());
     assert_eq!(daemon.wait().unwrap().code(), Some(0));
     let serve_log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
-    assert_eq!(run.state, "success", "{serve_log}");
+    assert_eq!(run.state.as_str(), "success", "{serve_log}");
     assert_eq!(run.run_id, "scheduled__2026-11-24T02:00:00+00:00");
     // The schedule's only complete interval with data: exactly one run.
     assert_eq!(

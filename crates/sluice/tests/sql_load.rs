@@ -376,3 +376,115 @@ fn sqlite_delete_insert_replaces_a_dates_rows() {
     let url = format!("sqlite://{}", file.display());
     delete_insert_replaces_a_dates_rows(&url, &|q| sqlite(&file, q));
 }
+
+/// A retry never loads twice, but a deliberate re-run does: `sluice
+/// clear` and `sluice backfill --reset` start a new load generation. The
+/// run had succeeded, so its staging is gone: clearing the load runs the
+/// extract and transform it reads from again (or it would miss its input).
+#[test]
+fn clear_and_backfill_reset_start_a_new_load_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.db");
+    sqlite(
+        &file,
+        "CREATE TABLE src (id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO src VALUES (1, 'one'), (2, 'two');",
+    );
+    let url = format!("sqlite://{}", file.display());
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        format!("jobs = \"jobs\"\nstaging = \"file://./staging\"\n\n[connections.app]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    std::fs::write(
+        dir.path().join("jobs/daily.toml"),
+        r#"[tasks.src]
+extract = "sql"
+connection = "app"
+query = "SELECT id, name, '{{ ds }}' AS dt FROM src"
+
+[tasks.named]
+transform = "SELECT id, upper(name) AS name, dt FROM src"
+
+[tasks.dst]
+load = "sql"
+input = "named"
+connection = "app"
+table = "daily"
+create = true
+"#,
+    )
+    .unwrap();
+    let sluice_ok = |args: &[&str]| {
+        let out = run(sluice(dir.path()).args(args));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        common::stdout(&out)
+    };
+    let count = || {
+        sqlite(&file, "SELECT count(*) FROM daily")
+            .trim()
+            .to_string()
+    };
+    let backfill = [
+        "backfill",
+        "daily",
+        "--from",
+        "2026-11-20",
+        "--to",
+        "2026-11-20",
+    ];
+    sluice_ok(&backfill);
+    assert_eq!(count(), "2");
+    // Backfilling a date that ran is a no-op without --reset.
+    sluice_ok(&backfill);
+    assert_eq!(count(), "2");
+
+    let state = dir.path().join("sluice-state.db");
+    let run_id = sqlite(&state, "SELECT run_id FROM dag_runs WHERE dag = 'daily'")
+        .trim()
+        .to_string();
+    let cleared = sluice_ok(&["clear", "daily", &run_id, "dst"]);
+    assert!(
+        cleared.contains("cleared daily") && cleared.contains("src, named, dst"),
+        "{cleared}"
+    );
+    // The daemon's loop (here a backfill of the date) runs it again: an
+    // append load appends the date's rows again, under a new generation.
+    sluice_ok(&backfill);
+    assert_eq!(count(), "4");
+    let states = sqlite(
+        &state,
+        "SELECT task || '=' || state FROM task_instances WHERE dag = 'daily' ORDER BY task",
+    );
+    assert_eq!(
+        states.trim().replace('\n', " "),
+        "dst=success named=success src=success"
+    );
+
+    let mut reset = backfill.to_vec();
+    reset.push("--reset");
+    sluice_ok(&reset);
+    assert_eq!(count(), "6");
+    let generations = sqlite(
+        &file,
+        "SELECT count(DISTINCT generation) FROM sluice_loads WHERE job = 'daily' AND task = 'dst'",
+    );
+    assert_eq!(generations.trim(), "3", "one marker per generation");
+
+    // What cannot be cleared says why, and exits 1.
+    let out = run(sluice(dir.path()).args(["clear", "daily", &run_id, "nope"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("job daily has no task \"nope\"; its tasks: src, named, dst"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(sluice(dir.path()).args(["clear", "daily", "no_such_run", "dst"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("has no run \"no_such_run\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -83,10 +83,9 @@ impl Daemon {
                     _ => {
                         let next = after(now, sensor.poke_interval);
                         let update = TiUpdate {
-                            state: "up_for_reschedule".into(),
                             failures,
                             next_try_at: Some(micros(next)),
-                            ..TiUpdate::default()
+                            ..TiUpdate::to(TaskState::UpForReschedule)
                         };
                         return self.record(&key, &a.members, update, None).await;
                     }
@@ -102,10 +101,9 @@ impl Daemon {
                     &format!("succeeded in {:.3}s", done.elapsed.as_secs_f64()),
                 );
                 let update = TiUpdate {
-                    state: "success".into(),
                     failures,
                     ended_at: Some(micros(now)),
-                    ..TiUpdate::default()
+                    ..TiUpdate::to(TaskState::Success)
                 };
                 self.record(&key, &a.members, update, out).await?;
             }
@@ -152,12 +150,15 @@ impl Daemon {
                     }
                 }
                 let update = TiUpdate {
-                    state: if retry { "up_for_retry" } else { "failed" }.into(),
                     failures,
                     next_try_at: next.map(|(t, _)| micros(t)),
                     ended_at: Some(micros(now)),
                     error: Some(message),
-                    ..TiUpdate::default()
+                    ..TiUpdate::to(if retry {
+                        TaskState::UpForRetry
+                    } else {
+                        TaskState::Failed
+                    })
                 };
                 self.record(&key, &a.members, update, None).await?;
             }
@@ -228,7 +229,7 @@ impl Daemon {
                 run.dirty = true;
             }
             if let Some(ti) = self.active.get_mut(key).and_then(|r| r.tis.get_mut(m)) {
-                ti.state = u.state.clone();
+                ti.state = u.state;
                 ti.failures = u.failures;
                 ti.next_try_at = u.next_try_at;
                 ti.ended_at = u.ended_at;
@@ -245,10 +246,10 @@ impl Daemon {
         let Some(run) = self.active.get(key) else {
             return Ok(());
         };
-        if run.row.state != "running" {
+        if run.row.state != RunState::Running {
             return Ok(());
         }
-        let state_of = |t: &String| run.tis.get(t).map_or("scheduled", |ti| ti.state.as_str());
+        let state_of = |t: &String| run.tis.get(t).map_or(TaskState::Scheduled, |ti| ti.state);
         // Last tasks first: they are the ones usually still to finish, so
         // a run with work left is told after a look or two.
         if !run
@@ -257,25 +258,31 @@ impl Daemon {
             .order
             .iter()
             .rev()
-            .all(|t| TERMINAL.contains(&state_of(t)))
+            .all(|t| state_of(t).is_terminal())
         {
             return Ok(());
         }
-        let state = if run.job.dag.order.iter().all(|t| state_of(t) == "success") {
-            "success"
+        let state = if run
+            .job
+            .dag
+            .order
+            .iter()
+            .all(|t| state_of(t) == TaskState::Success)
+        {
+            RunState::Success
         } else {
-            "failed"
+            RunState::Failed
         };
         let now = self.clock.now();
         self.flush().await?;
         let run = self.active.get(key).expect("active");
         if self
             .store
-            .move_run(&key.0, &key.1, "running", state, micros(now))
+            .move_run(&key.0, &key.1, RunState::Running, state, micros(now))
             .await?
         {
-            tracing::info!(dag = %key.0, run = %key.1, state, "run finished");
-            if state == "success" {
+            tracing::info!(dag = %key.0, run = %key.1, state = %state, "run finished");
+            if state == RunState::Success {
                 self.cleanups
                     .spawn(self.runner.run_succeeded(run.job.clone(), run.ctx.clone()));
             }

@@ -10,7 +10,7 @@ impl Daemon {
         let now = self.clock.now();
         self.start_runs(now).await?;
         let mut wake: Option<DateTime<Utc>> = None;
-        for key in self.oldest_first("running") {
+        for key in self.oldest_first(RunState::Running) {
             let run = self.active.get(&key).expect("active");
             if !run.dirty && run.wake_at.is_none_or(|w| w > now) {
                 if let Some(w) = run.wake_at {
@@ -42,7 +42,7 @@ impl Daemon {
 
     /// The active runs in `state` of jobs not paused, oldest logical date
     /// first.
-    pub(super) fn oldest_first(&self, state: &str) -> Vec<(String, String)> {
+    pub(super) fn oldest_first(&self, state: RunState) -> Vec<(String, String)> {
         let mut keys: Vec<(i64, &(String, String))> = self
             .active
             .iter()
@@ -77,7 +77,7 @@ impl Daemon {
             let Some(ti) = run.tis.get(unit) else {
                 continue;
             };
-            if !WAITING.contains(&ti.state.as_str()) {
+            if !ti.state.is_waiting() {
                 continue;
             }
             let next_try_at = ti.next_try_at;
@@ -85,9 +85,9 @@ impl Daemon {
             let mut upstream_bad = false;
             let mut upstream_done = true;
             for d in units.deps(unit) {
-                match run.tis.get(d).map(|t| t.state.as_str()) {
-                    Some("success") => {}
-                    Some("failed" | "upstream_failed") => upstream_bad = true,
+                match run.tis.get(d).map(|t| t.state) {
+                    Some(TaskState::Success) => {}
+                    Some(s) if s.blocks_downstream() => upstream_bad = true,
                     _ => upstream_done = false,
                 }
             }
@@ -96,7 +96,7 @@ impl Daemon {
                 // this one pass (units are in DAG order).
                 for m in units.members(unit) {
                     if let Some(ti) = run.tis.get_mut(&m) {
-                        ti.state = "upstream_failed".into();
+                        ti.state = TaskState::UpstreamFailed;
                     }
                     upstream_failed.push(m);
                 }
@@ -121,7 +121,7 @@ impl Daemon {
                 dag: key.0.clone(),
                 run_id: key.1.clone(),
                 task,
-                state: "upstream_failed".into(),
+                state: TaskState::UpstreamFailed,
             });
         }
         Ok(ready)
@@ -146,7 +146,7 @@ impl Daemon {
             .filter(|u| {
                 run.tis
                     .get(*u)
-                    .is_none_or(|t| t.state != "up_for_reschedule")
+                    .is_none_or(|t| t.state != TaskState::UpForReschedule)
             })
             .flat_map(|u| run.units.members(u))
             .collect();
@@ -177,7 +177,7 @@ impl Daemon {
                 self.start(key, unit, now);
             } else if let Some(ti) = self.active.get_mut(key).and_then(|r| r.tis.get_mut(unit)) {
                 // Another replica took it; its state comes with the next scan.
-                ti.state = "running".into();
+                ti.state = TaskState::Running;
             }
         }
         Ok(())
@@ -188,10 +188,10 @@ impl Daemon {
         let run = self.active.get_mut(key).expect("active");
         let members = run.units.members(unit);
         // A sensor's pokes are one attempt, however many there are.
-        let bump = run.tis[unit].state != "up_for_reschedule";
+        let bump = run.tis[unit].state != TaskState::UpForReschedule;
         for m in &members {
             if let Some(ti) = run.tis.get_mut(m) {
-                ti.state = "running".into();
+                ti.state = TaskState::Running;
                 if bump {
                     ti.try_number += 1;
                 }
@@ -217,8 +217,9 @@ impl Daemon {
             attempt: run.tis[unit].try_number,
             task_attempt: TaskAttempt {
                 // A run of a date is created once, so its creation time
-                // tells this run of the task instance from another.
-                generation: run.row.created_at,
+                // tells this run of the task instance from another; a
+                // clear sets a later one.
+                generation: run.tis[unit].generation.unwrap_or(run.row.created_at),
                 attempt: run.tis[unit].try_number,
             },
             sensor,

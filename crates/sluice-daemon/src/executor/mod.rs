@@ -13,7 +13,9 @@ use crate::clock::{Clock, after, from_micros, micros, micros_after};
 use crate::error::Result;
 use crate::jobs::JobSet;
 use crate::retry::retry_delay;
-use crate::state::{Claim, NewRun, Op, RunRow, StateStore, TaskInstanceRow, TiUpdate};
+use crate::state::{
+    Claim, NewRun, Op, RunRow, RunState, StateStore, TaskInstanceRow, TaskState, TiUpdate,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use futures::future::BoxFuture;
@@ -75,9 +77,6 @@ impl Default for Options {
         }
     }
 }
-
-pub const TERMINAL: [&str; 3] = ["success", "failed", "upstream_failed"];
-const WAITING: [&str; 3] = ["scheduled", "up_for_retry", "up_for_reschedule"];
 
 struct ActiveRun {
     row: RunRow,
@@ -285,7 +284,10 @@ impl Daemon {
         {
             // A backfill is done when its runs have left the active set
             // (finished) and nothing runs.
-            let rows = self.store.runs_in(&["queued", "running"]).await?;
+            let rows = self
+                .store
+                .runs_in(&[RunState::Queued, RunState::Running])
+                .await?;
             if !rows
                 .iter()
                 .any(|r| only.contains(&(r.dag.clone(), r.run_id.clone())))

@@ -130,7 +130,10 @@ impl Daemon {
 
     /// Brings the active runs in line with the state store.
     pub(super) async fn refresh(&mut self) -> Result<()> {
-        let rows = self.store.runs_in(&["queued", "running"]).await?;
+        let rows = self
+            .store
+            .runs_in(&[RunState::Queued, RunState::Running])
+            .await?;
         let mut seen = HashSet::new();
         for row in rows {
             let key = (row.dag.clone(), row.run_id.clone());
@@ -143,7 +146,7 @@ impl Daemon {
                 continue; // Its job file is gone or never loaded.
             };
             seen.insert(key.clone());
-            let load = row.state == "running";
+            let load = row.state == RunState::Running;
             let tis = if load {
                 Some(self.store.task_instances(&row.dag, &row.run_id).await?)
             } else {
@@ -211,11 +214,11 @@ impl Daemon {
     pub(super) async fn start_runs(&mut self, now: DateTime<Utc>) -> Result<()> {
         let mut running: HashMap<String, u32> = HashMap::new();
         for run in self.active.values() {
-            if run.row.state == "running" {
+            if run.row.state == RunState::Running {
                 *running.entry(run.row.dag.clone()).or_default() += 1;
             }
         }
-        for key in self.oldest_first("queued") {
+        for key in self.oldest_first(RunState::Queued) {
             let run = self.active.get_mut(&key).expect("active");
             let count = running.entry(key.0.clone()).or_default();
             if *count >= run.job.max_active_runs.max(1) {
@@ -223,11 +226,17 @@ impl Daemon {
             }
             if self
                 .store
-                .move_run(&key.0, &key.1, "queued", "running", micros(now))
+                .move_run(
+                    &key.0,
+                    &key.1,
+                    RunState::Queued,
+                    RunState::Running,
+                    micros(now),
+                )
                 .await?
             {
                 *count += 1;
-                run.row.state = "running".into();
+                run.row.state = RunState::Running;
                 run.row.started_at = Some(micros(now));
                 tracing::info!(dag = %key.0, run = %key.1, "run started");
                 let tis = self.store.task_instances(&key.0, &key.1).await?;

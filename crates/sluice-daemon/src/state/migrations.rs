@@ -168,4 +168,14 @@ pub const MIGRATIONS: &[Migration] = &[
         $fn$",
         ],
     },
+    Migration {
+        version: 4,
+        name: "load generation per task instance",
+        // NULL until `sluice clear` (or `backfill --reset`) sets a task
+        // instance to run again: the run's creation time stands for the
+        // first generation, and each clear writes a later instant, so the
+        // load marker of a deliberate re-run never matches the last one's.
+        statements: &["ALTER TABLE task_instances ADD COLUMN generation BIGINT"],
+        postgres: &[],
+    },
 ];

@@ -6,8 +6,10 @@
 
 mod migrations;
 mod runs;
+mod states;
 
 pub use runs::{Claim, NewRun, Op, RunRow, TaskInstanceRow, TiUpdate};
+pub use states::{RunState, TaskState, UnknownState};
 
 use crate::clock::micros;
 use crate::error::{Error, Result};
@@ -245,7 +247,7 @@ mod tests {
         let store = StateStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
             .await
             .unwrap();
-        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3]);
+        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
         batched_ops_and_claims_land_as_written(&store).await;
         store.pool().close().await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
@@ -291,13 +293,12 @@ mod tests {
             run_id: "r".into(),
             task: task.into(),
             update: TiUpdate {
-                state: state.into(),
                 failures: 1,
                 ended_at: Some(20),
                 rows_out: rows,
                 error: error.map(str::to_string),
                 watermark: Some("int:7".into()),
-                ..TiUpdate::default()
+                ..TiUpdate::to(state.parse().unwrap())
             },
         };
         let log = |seq: i64, message: &str| Op::Log {
@@ -321,7 +322,7 @@ mod tests {
                     dag: "d".into(),
                     run_id: "r".into(),
                     task: "c".into(),
-                    state: "upstream_failed".into(),
+                    state: TaskState::UpstreamFailed,
                 },
                 log(3, "done"),
                 log(4, HOSTILE),
@@ -330,15 +331,15 @@ mod tests {
             .unwrap();
         let tis = store.task_instances("d", "r").await.unwrap();
         let ti = |t: &str| tis.iter().find(|x| x.task == t).unwrap();
-        assert_eq!(ti("a").state, "success");
+        assert_eq!(ti("a").state.as_str(), "success");
         assert_eq!(ti("a").rows_out, Some(5));
         assert_eq!(ti("a").error, None);
         assert_eq!(ti("a").try_number, 1);
         assert_eq!(ti("a").ended_at, Some(20));
-        assert_eq!(ti("b").state, "failed");
+        assert_eq!(ti("b").state.as_str(), "failed");
         // NUL, which PostgreSQL text cannot hold, is dropped on both.
         assert_eq!(ti("b").error, Some(HOSTILE.replace('\0', "")));
-        assert_eq!(ti("c").state, "upstream_failed");
+        assert_eq!(ti("c").state.as_str(), "upstream_failed");
         assert_eq!(store.watermark("d", "a").await.unwrap(), None);
         let lines: Vec<String> = store
             .logs("d", "r", "a", 1)
@@ -365,11 +366,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/sub/state.db", dir.path().display());
         let store = StateStore::connect(&url).await.unwrap();
-        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3]);
+        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
         drop(store);
         // A second start finds the schema in place.
         let again = StateStore::connect(&url).await.unwrap();
-        assert_eq!(again.schema_versions().await.unwrap(), vec![1, 2, 3]);
+        assert_eq!(again.schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
         assert!(dir.path().join("sub/state.db").exists());
     }
 }

@@ -1,6 +1,7 @@
 //! Statements on jobs, DAG runs, task instances and task logs.
 
 use super::StateStore;
+use super::states::{RunState, TaskState};
 use crate::error::Result;
 use serde_json::{Value, json};
 use sqlx::any::AnyRow;
@@ -30,7 +31,7 @@ pub struct RunRow {
     pub interval_start: i64,
     pub interval_end: i64,
     pub run_type: String,
-    pub state: String,
+    pub state: RunState,
     pub params: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -43,7 +44,7 @@ pub struct TaskInstanceRow {
     pub dag: String,
     pub run_id: String,
     pub task: String,
-    pub state: String,
+    pub state: TaskState,
     /// Attempts started, interrupted ones included.
     pub try_number: i64,
     /// Attempts that failed; what retries are counted against.
@@ -59,12 +60,15 @@ pub struct TaskInstanceRow {
     pub error: Option<String>,
     /// The replica (worker id) that ended the last attempt.
     pub ended_by: Option<String>,
+    /// Set by a clear: the load generation of the attempts since (see
+    /// migration 4); `None` means the run's creation time.
+    pub generation: Option<i64>,
 }
 
 /// The end of an attempt.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TiUpdate {
-    pub state: String,
+    pub state: TaskState,
     pub failures: i64,
     pub next_try_at: Option<i64>,
     pub ended_at: Option<i64>,
@@ -75,6 +79,24 @@ pub struct TiUpdate {
     pub error: Option<String>,
     /// An incremental extract's next mark, kept until its run succeeds.
     pub watermark: Option<String>,
+}
+
+impl TiUpdate {
+    /// An end in `state` with nothing else known yet.
+    pub fn to(state: TaskState) -> TiUpdate {
+        TiUpdate {
+            state,
+            failures: 0,
+            next_try_at: None,
+            ended_at: None,
+            rows_in: None,
+            rows_out: None,
+            bad_records: None,
+            bytes_written: None,
+            error: None,
+            watermark: None,
+        }
+    }
 }
 
 /// Task instances of one run for a worker to claim.
@@ -107,7 +129,7 @@ pub enum Op {
         dag: String,
         run_id: String,
         task: String,
-        state: String,
+        state: TaskState,
     },
     /// One line of a task attempt's log.
     Log {
@@ -169,7 +191,7 @@ impl OpRows {
                 } => {
                     let row = json!({
                         "dag": text(dag), "run_id": text(run_id), "task": text(task),
-                        "state": text(&u.state), "failures": u.failures,
+                        "state": u.state.as_str(), "failures": u.failures,
                         "next_try_at": u.next_try_at, "ended_at": u.ended_at,
                         "rows_in": u.rows_in, "rows_out": u.rows_out,
                         "bad_records": u.bad_records, "bytes_written": u.bytes_written,
@@ -198,13 +220,13 @@ impl OpRows {
                 } => {
                     let key = (dag.as_str(), run_id.as_str(), task.as_str());
                     match by_key.get(&key) {
-                        Some(&(true, i)) => finished[i]["state"] = text(state),
-                        Some(&(false, i)) => states[i]["state"] = text(state),
+                        Some(&(true, i)) => finished[i]["state"] = state.as_str().into(),
+                        Some(&(false, i)) => states[i]["state"] = state.as_str().into(),
                         None => {
                             by_key.insert(key, (false, states.len()));
                             states.push(json!({
                                 "dag": text(dag), "run_id": text(run_id),
-                                "task": text(task), "state": text(state),
+                                "task": text(task), "state": state.as_str(),
                             }));
                         }
                     }
@@ -287,7 +309,14 @@ const POSTGRES_APPLY: &str =
     "SELECT task FROM sluice_apply(CAST($1 AS json), CAST($2 AS json)) AS t(task)";
 
 const RUN_COLUMNS: &str = "dag, run_id, logical_date, interval_start, interval_end, run_type, state, params, created_at, started_at, ended_at, sla_missed";
-const TI_COLUMNS: &str = "dag, run_id, task, state, try_number, failures, next_try_at, first_try_at, started_at, ended_at, rows_in, rows_out, bad_records, bytes_written, error, ended_by";
+const TI_COLUMNS: &str = "dag, run_id, task, state, try_number, failures, next_try_at, first_try_at, started_at, ended_at, rows_in, rows_out, bad_records, bytes_written, error, ended_by, generation";
+
+/// A state column, read into its enum.
+fn state<S: std::str::FromStr<Err = super::UnknownState>>(r: &AnyRow, i: usize) -> sqlx::Result<S> {
+    r.try_get::<String, _>(i)?
+        .parse()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
 
 fn run_row(r: &AnyRow) -> sqlx::Result<RunRow> {
     Ok(RunRow {
@@ -297,7 +326,7 @@ fn run_row(r: &AnyRow) -> sqlx::Result<RunRow> {
         interval_start: r.try_get(3)?,
         interval_end: r.try_get(4)?,
         run_type: r.try_get(5)?,
-        state: r.try_get(6)?,
+        state: state(r, 6)?,
         params: r.try_get(7)?,
         created_at: r.try_get(8)?,
         started_at: r.try_get(9)?,
@@ -311,7 +340,7 @@ fn ti_row(r: &AnyRow) -> sqlx::Result<TaskInstanceRow> {
         dag: r.try_get(0)?,
         run_id: r.try_get(1)?,
         task: r.try_get(2)?,
-        state: r.try_get(3)?,
+        state: state(r, 3)?,
         try_number: r.try_get(4)?,
         failures: r.try_get(5)?,
         next_try_at: r.try_get(6)?,
@@ -324,6 +353,7 @@ fn ti_row(r: &AnyRow) -> sqlx::Result<TaskInstanceRow> {
         bytes_written: r.try_get(13)?,
         error: r.try_get(14)?,
         ended_by: r.try_get(15)?,
+        generation: r.try_get(16)?,
     })
 }
 
@@ -462,14 +492,14 @@ impl StateStore {
     }
 
     /// Runs in one of `states`, oldest logical date first.
-    pub async fn runs_in(&self, states: &[&str]) -> Result<Vec<RunRow>> {
+    pub async fn runs_in(&self, states: &[RunState]) -> Result<Vec<RunRow>> {
         let marks: Vec<String> = (1..=states.len()).map(|i| format!("${i}")).collect();
         let mut query = sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM dag_runs WHERE state IN ({}) ORDER BY logical_date, dag",
             marks.join(", ")
         )));
         for state in states {
-            query = query.bind(*state);
+            query = query.bind(state.as_str());
         }
         self.fetch(query, run_row).await
     }
@@ -521,26 +551,26 @@ impl StateStore {
         &self,
         dag: &str,
         run_id: &str,
-        from: &str,
-        to: &str,
+        from: RunState,
+        to: RunState,
         now: i64,
     ) -> Result<bool> {
         let (started, ended) = match to {
-            "running" => (Some(now), None),
-            "success" | "failed" => (None, Some(now)),
-            _ => (None, None),
+            RunState::Running => (Some(now), None),
+            RunState::Success | RunState::Failed => (None, Some(now)),
+            RunState::Queued => (None, None),
         };
         let update = sqlx::query(
             "UPDATE dag_runs SET state = $1, started_at = COALESCE($2, started_at), ended_at = COALESCE($3, ended_at)
              WHERE dag = $4 AND run_id = $5 AND state = $6",
         )
-        .bind(to)
+        .bind(to.as_str())
         .bind(started)
         .bind(ended)
         .bind(dag)
         .bind(run_id)
-        .bind(from);
-        if to != "success" {
+        .bind(from.as_str());
+        if to != RunState::Success {
             return Ok(self.exec(update).await? == 1);
         }
         // A run's success and the marks its incremental extracts reached
@@ -762,6 +792,57 @@ impl StateStore {
         )
         .await?;
         Ok(())
+    }
+
+    /// Sets `tasks` of a run to run again (`sluice clear`): each that has
+    /// ended goes back to `scheduled` with its retries counted afresh and
+    /// a new load generation (`now`), and the run, if it had ended, back
+    /// to `queued`. Attempt numbers keep counting, so an attempt of before
+    /// the clear is never mistaken for one after it. Task instances not
+    /// ended (waiting or running) are left as they are. Returns the tasks
+    /// set to run again.
+    pub async fn clear(
+        &self,
+        dag: &str,
+        run_id: &str,
+        tasks: &[String],
+        now: i64,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.pool().begin().await.map_err(|e| self.err(e))?;
+        let mut cleared = Vec::new();
+        for task in tasks {
+            let done = sqlx::query(
+                "UPDATE task_instances SET state = 'scheduled', failures = 0, next_try_at = NULL,
+                    first_try_at = NULL, started_at = NULL, ended_at = NULL, rows_in = NULL,
+                    rows_out = NULL, bad_records = NULL, bytes_written = NULL, error = NULL,
+                    watermark = NULL, worker = NULL, generation = $1
+                 WHERE dag = $2 AND run_id = $3 AND task = $4
+                    AND state IN ('success', 'failed', 'upstream_failed')",
+            )
+            .bind(now)
+            .bind(dag)
+            .bind(run_id)
+            .bind(task)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            if done.rows_affected() == 1 {
+                cleared.push(task.clone());
+            }
+        }
+        if !cleared.is_empty() {
+            sqlx::query(
+                "UPDATE dag_runs SET state = 'queued', ended_at = NULL
+                 WHERE dag = $1 AND run_id = $2 AND state IN ('success', 'failed')",
+            )
+            .bind(dag)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(cleared)
     }
 
     /// A task attempt's log lines, in order: (when, level, message).
