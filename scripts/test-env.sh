@@ -51,3 +51,18 @@ maria -e "SELECT 1" >/dev/null || { echo "MariaDB is not running on 127.0.0.1:33
 maria -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'sluice\_test\_%'" |
   while read -r db; do maria -e "DROP DATABASE IF EXISTS \`$db\`" || true; done
 
+
+# Prometheus from Debian: promtool checks the metrics text and the alert
+# rules, and the server scrapes a running daemon in the tests. Services
+# are not started by the install (policy-rc.d): the tests start their own.
+if [ ! -x /usr/bin/promtool ] || [ ! -x /usr/bin/prometheus ]; then
+  had_policy=0
+  [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  [ "$had_policy" = 1 ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
+fi
+/usr/bin/promtool --version >/dev/null

@@ -6,7 +6,9 @@
 pub mod clock;
 pub mod error;
 pub mod executor;
+pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod retry;
 pub mod service;
 pub mod state;

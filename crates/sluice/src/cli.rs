@@ -80,10 +80,23 @@ enum Command {
     },
 }
 
+impl Args {
+    /// What is logged unless `SLUICE_LOG` says otherwise: the daemon and
+    /// the commands that drive it say what they do (runs created and
+    /// finished, each task attempt); `run` and `validate` print their own
+    /// report, and log only what went wrong.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Validate { .. } | Command::Run { .. } | Command::Runs { .. } => "warn",
+            _ => "info",
+        }
+    }
+}
+
 /// Logs go to stderr: readable on a terminal, JSON lines otherwise.
-pub fn init_logging() {
+pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -102,10 +115,16 @@ pub async fn dispatch(args: Args) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    // The file the config came from, for the daemon's start line.
+    let config_file = args.config.clone().or_else(|| {
+        std::path::Path::new("sluice.toml")
+            .exists()
+            .then(|| PathBuf::from("sluice.toml"))
+    });
     match args.command {
         Command::Validate { paths } => validate(&config, &paths).await,
         Command::Run { job, date, task } => run_job(config, &job, date, task.as_deref()).await,
-        Command::Serve => crate::daemon_cmd::serve(config).await,
+        Command::Serve => crate::daemon_cmd::serve(config, config_file.as_deref()).await,
         Command::Backfill {
             job,
             from,

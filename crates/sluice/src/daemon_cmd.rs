@@ -6,24 +6,72 @@ use anyhow::Result;
 use chrono::{NaiveDate, Utc};
 use sluice_core::config::DaemonConfig;
 use sluice_daemon::clock::from_micros;
+use sluice_daemon::http::{self, Health};
+use sluice_daemon::metrics::Metrics;
 use sluice_daemon::service;
 use sluice_daemon::state::{RunState, StateStore};
 use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::task::JoinSet;
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn serve(config: DaemonConfig) -> Result<ExitCode> {
+/// Runs the daemon and its HTTP server until SIGTERM or SIGINT. On the
+/// signal `/readyz` turns 503 at once; the HTTP server stops after the
+/// daemon has put back what it could not finish.
+pub async fn serve(
+    config: DaemonConfig,
+    config_file: Option<&std::path::Path>,
+) -> Result<ExitCode> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen = \"{}\": {e}", config.listen))?;
+    let address = listener.local_addr()?;
     let store = StateStore::connect(&config.state).await?;
-    let mut daemon = service::daemon(store, &config, service::options(&config))?;
-    tracing::info!(jobs = %config.jobs.display(), workers = config.workers, "sluice serving");
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new());
+    let mut daemon = service::daemon(store.clone(), &config, service::options(&config))?
+        .with_metrics(metrics.clone())
+        .with_health(health.clone());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config_file.map_or("(embedded defaults)".to_string(), |p| p.display().to_string()),
+        state = %store.name(),
+        jobs = %config.jobs.display(),
+        workers = config.workers,
+        listen = %address,
+        "sluice serving"
+    );
+    let router = http::router(http::AppState {
+        metrics,
+        health: health.clone(),
+    });
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    tasks.spawn(async move {
+        http::serve(listener, router, async {
+            let _ = http_stopped.await;
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("HTTP server on {address}: {e}"))
+    });
     // On a runtime worker rather than the main thread: the tasks the loop
     // spawns then start on its thread, without a cross-thread wake-up.
-    // Awaited at once, so its panic or error is this command's.
-    #[allow(clippy::disallowed_methods)]
-    let serving = tokio::spawn(async move { daemon.serve(crate::signals::stop_signal()).await });
-    serving.await??;
+    tasks.spawn(async move {
+        let stop = async move {
+            crate::signals::stop_signal().await;
+            health.drain();
+            tracing::info!("stopping: not ready any more, finishing running tasks");
+        };
+        let served = daemon.serve(stop).await;
+        let _ = http_stop.send(());
+        served.map_err(Into::into)
+    });
+    // The first to fail ends the command (dropping the set stops the other).
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
     tracing::info!("sluice stopped");
     Ok(ExitCode::SUCCESS)
 }

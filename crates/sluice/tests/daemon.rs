@@ -36,7 +36,7 @@ impl Env {
         std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let config = format!(
-            "jobs = \"{d}/jobs\"\nstate = \"{state}\"\nstaging = \"file://{d}/staging\"\ndead_letter = \"file://{d}/dead\"\nworkers = 4\n{extra_config}",
+            "jobs = \"{d}/jobs\"\nstate = \"{state}\"\nstaging = \"file://{d}/staging\"\ndead_letter = \"file://{d}/dead\"\nlisten = \"127.0.0.1:0\"\nworkers = 4\n{extra_config}",
             d = dir.path().display()
         );
         std::fs::write(dir.path().join("sluice.toml"), config).unwrap();

@@ -42,6 +42,7 @@ impl Daemon {
         self.stats.attempts_finished += 1;
         let now = self.clock.now();
         let a = &done.attempt;
+        self.metrics.task_stopped(&a.dag);
         let key = (a.dag.clone(), a.run_id.clone());
         let job = a.job.clone();
         let task = job.task(&a.unit).expect("task").clone();
@@ -87,14 +88,21 @@ impl Daemon {
                             next_try_at: Some(micros(next)),
                             ..TiUpdate::to(TaskState::UpForReschedule)
                         };
-                        return self.record(&key, &a.members, update, None).await;
+                        return self
+                            .record(&key, &a.members, update, None, done.elapsed)
+                            .await;
                     }
                 }
             }
         };
         match result {
             Ok(out) => {
-                tracing::info!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, seconds = done.elapsed.as_secs_f64(), "task succeeded");
+                // The unit's last member is the one whose rows it delivered.
+                let (rows_in, rows_out) = out
+                    .as_ref()
+                    .and_then(|o| o.counts.first().zip(o.counts.last()))
+                    .map_or((0, 0), |(first, last)| (first.1.rows_in, last.1.rows_out));
+                tracing::info!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, rows_in, rows_out, seconds = done.elapsed.as_secs_f64(), "task succeeded");
                 self.log(
                     a,
                     "info",
@@ -105,7 +113,8 @@ impl Daemon {
                     ended_at: Some(micros(now)),
                     ..TiUpdate::to(TaskState::Success)
                 };
-                self.record(&key, &a.members, update, out).await?;
+                self.record(&key, &a.members, update, out, done.elapsed)
+                    .await?;
             }
             Err(TaskError {
                 kind,
@@ -160,7 +169,8 @@ impl Daemon {
                         TaskState::Failed
                     })
                 };
-                self.record(&key, &a.members, update, None).await?;
+                self.record(&key, &a.members, update, None, done.elapsed)
+                    .await?;
             }
         }
         self.maybe_finish(&key).await
@@ -205,6 +215,7 @@ impl Daemon {
         members: &[String],
         update: TiUpdate,
         out: Option<UnitOutput>,
+        elapsed: Duration,
     ) -> Result<()> {
         for m in members {
             let mut u = update.clone();
@@ -218,6 +229,22 @@ impl Daemon {
                 u.bad_records = Some(c.bad as i64);
                 u.bytes_written = Some(c.bytes as i64);
                 u.watermark = c.watermark.clone();
+            }
+            // A sensor between pokes has not ended its attempt.
+            if u.state != TaskState::UpForReschedule {
+                let count = |v: Option<i64>| v.map_or(0, |n| n.max(0) as u64);
+                self.metrics.task_ended(
+                    &key.0,
+                    m,
+                    u.state.as_str(),
+                    Some(elapsed),
+                    TaskCounts {
+                        rows_read: count(u.rows_in),
+                        rows_written: count(u.rows_out),
+                        bytes_written: count(u.bytes_written),
+                        bad_records: count(u.bad_records),
+                    },
+                );
             }
             self.pending.push(Op::Finish {
                 dag: key.0.clone(),
@@ -282,6 +309,11 @@ impl Daemon {
             .await?
         {
             tracing::info!(dag = %key.0, run = %key.1, state = %state, "run finished");
+            self.metrics.run_finished(
+                &key.0,
+                state.as_str(),
+                now.timestamp_millis() as f64 / 1000.0,
+            );
             if state == RunState::Success {
                 self.cleanups
                     .spawn(self.runner.run_succeeded(run.job.clone(), run.ctx.clone()));

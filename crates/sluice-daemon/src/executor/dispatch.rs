@@ -117,6 +117,13 @@ impl Daemon {
             ready.push(unit.clone());
         }
         for task in upstream_failed {
+            self.metrics.task_ended(
+                &key.0,
+                &task,
+                TaskState::UpstreamFailed.as_str(),
+                None,
+                TaskCounts::default(),
+            );
             self.pending.push(Op::SetState {
                 dag: key.0.clone(),
                 run_id: key.1.clone(),
@@ -125,6 +132,22 @@ impl Daemon {
             });
         }
         Ok(ready)
+    }
+
+    /// Publishes how many units of each job are ready and waiting for a
+    /// worker. Every replica reads every active run, so the figure is the
+    /// store's, the same on each replica.
+    pub(super) fn count_queued(&self) {
+        let mut per_dag: HashMap<&str, usize> =
+            self.jobs.all().map(|j| (j.name.as_str(), 0)).collect();
+        for run in self.active.values() {
+            *per_dag.entry(run.row.dag.as_str()).or_default() += run.ready_since.len();
+        }
+        // A removed job drops out rather than keep its last figure.
+        self.metrics.reset_queued();
+        for (dag, n) in per_dag {
+            self.metrics.set_queued(dag, n);
+        }
     }
 
     /// Claims and spawns one unit.
@@ -261,5 +284,6 @@ impl Daemon {
             }
         });
         self.in_flight.insert(handle.id(), attempt);
+        self.metrics.task_started(&key.0);
     }
 }

@@ -11,7 +11,9 @@
 
 use crate::clock::{Clock, after, from_micros, micros, micros_after};
 use crate::error::Result;
+use crate::http::Health;
 use crate::jobs::JobSet;
+use crate::metrics::{Metrics, TaskCounts};
 use crate::retry::retry_delay;
 use crate::state::{
     Claim, NewRun, Op, RunRow, RunState, StateStore, TaskInstanceRow, TaskState, TiUpdate,
@@ -160,6 +162,8 @@ pub struct Daemon {
     /// Writes not yet sent to the state store; see [`Daemon::flush`].
     pending: Vec<Op>,
     pub stats: Stats,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
 impl Daemon {
@@ -187,7 +191,22 @@ impl Daemon {
             log_seq: 0,
             pending: Vec::new(),
             stats: Stats::default(),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::new()),
         }
+    }
+
+    /// Counts into `metrics` (those `/metrics` serves) instead of a
+    /// registry of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Daemon {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Reports into `health` (what `/readyz` answers).
+    pub fn with_health(mut self, health: Arc<Health>) -> Daemon {
+        self.health = health;
+        self
     }
 
     pub fn jobs_mut(&mut self) -> &mut JobSet {
@@ -219,12 +238,15 @@ impl Daemon {
         loop {
             match self.turn(&mut next_scan, &mut shutdown).await {
                 Ok(false) => {
+                    self.health.store_reachable(true);
                     if let Some((since, _)) = outage.take() {
                         tracing::info!(after = %humanize(since.elapsed()), "state store reachable again");
                     }
                 }
                 Ok(true) => break,
                 Err(e @ crate::error::Error::State { .. }) => {
+                    self.metrics.state_store_error();
+                    self.health.store_reachable(false);
                     let (since, failures) = outage.get_or_insert((Instant::now(), 0));
                     *failures += 1;
                     if since.elapsed() >= self.opts.state_outage_limit {
@@ -264,8 +286,10 @@ impl Daemon {
         next_scan: &mut Instant,
         shutdown: &mut std::pin::Pin<&mut F>,
     ) -> Result<bool> {
+        let pass = Instant::now();
         if Instant::now() >= *next_scan {
             self.scan().await?;
+            self.health.jobs_loaded();
             *next_scan = Instant::now() + self.opts.scan_interval;
         }
         while let Some(done) = self.cleanups.try_join_next() {
@@ -295,6 +319,8 @@ impl Daemon {
                 return Ok(true);
             }
         }
+        self.count_queued();
+        self.metrics.pass(pass.elapsed());
         let until = wake.map_or(*next_scan, |w| w.min(*next_scan));
         tokio::select! {
             biased;

@@ -57,6 +57,10 @@ impl Daemon {
         let changes = self.jobs.scan().await;
         for (name, file) in &changes.loaded {
             tracing::info!(dag = %name, file = %file.display(), "job loaded");
+            if let Some(job) = self.jobs.get(name) {
+                self.metrics
+                    .job_loaded(name, job.dag.order.iter().map(String::as_str));
+            }
             self.store
                 .upsert_job(name, &file.display().to_string(), None, micros(now))
                 .await?;
@@ -201,6 +205,7 @@ impl Daemon {
         for (dag, run_id, sla) in missed {
             if self.store.mark_sla_missed(&dag, &run_id).await? {
                 tracing::warn!(dag = %dag, run = %run_id, sla = ?sla, "SLA missed: the run is not finished");
+                self.metrics.sla_missed(&dag);
             }
             if let Some(run) = self.active.get_mut(&(dag, run_id)) {
                 run.row.sla_missed = true;

@@ -94,6 +94,11 @@ impl StateStore {
         Ok(store)
     }
 
+    /// The store's URL without credentials.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.backend == Backend::Postgres
     }

@@ -227,3 +227,88 @@ pub fn fresh_mariadb_database() -> String {
     );
     format!("mysql://root@127.0.0.1:3306/{name}")
 }
+
+/// A plain HTTP/1.1 request to `addr` (host:port): the status and the
+/// body. `headers` are extra header lines ("Name: value").
+pub fn http(method: &str, addr: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    try_http(method, addr, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {addr}{path}: {e}"))
+}
+
+/// [`http`], with connection errors returned.
+pub fn try_http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    s.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    Ok((status, body))
+}
+
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http("GET", addr, path, &[], "")
+}
+
+/// The address `sluice serve` listens on, from its start line in `log`
+/// (JSON lines).
+pub fn listen_address(log: &str) -> Option<String> {
+    log.lines()
+        .filter(|l| l.contains("sluice serving"))
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["fields"]["listen"].as_str().map(str::to_string)
+        })
+}
+
+/// Debian's promtool, which the test setup installs.
+pub fn promtool() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/promtool");
+    assert!(
+        path.exists(),
+        "promtool is missing: scripts/test-env.sh installs Debian's prometheus package"
+    );
+    path
+}
