@@ -6,7 +6,7 @@ use anyhow::Result;
 use chrono::{NaiveDate, Utc};
 use sluice_core::config::DaemonConfig;
 use sluice_daemon::clock::from_micros;
-use sluice_daemon::http::{self, Health};
+use sluice_daemon::http::{self, Health, JobsView};
 use sluice_daemon::metrics::Metrics;
 use sluice_daemon::service;
 use sluice_daemon::state::{RunState, StateStore};
@@ -31,9 +31,11 @@ pub async fn serve(
     let store = StateStore::connect(&config.state).await?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new());
+    let jobs = Arc::new(JobsView::new());
     let mut daemon = service::daemon(store.clone(), &config, service::options(&config))?
         .with_metrics(metrics.clone())
-        .with_health(health.clone());
+        .with_health(health.clone())
+        .with_jobs_view(jobs.clone());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config_file.map_or("(embedded defaults)".to_string(), |p| p.display().to_string()),
@@ -46,6 +48,10 @@ pub async fn serve(
     let router = http::router(http::AppState {
         metrics,
         health: health.clone(),
+        store,
+        jobs,
+        api_token: config.api_token.as_deref().map(Arc::from),
+        read_public: config.api_read_public,
     });
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();

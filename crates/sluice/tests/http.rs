@@ -132,6 +132,8 @@ fn health_readiness_and_metrics() {
             &body,
             r#"sluice_dag_runs_total{dag="quick",state="success"}"#,
         )
+        // Every series starts at 0 when the job loads: wait for the 1.
+        .filter(|n| *n >= 1.0)
         .map(|_| body)
     });
     for (series, want) in [

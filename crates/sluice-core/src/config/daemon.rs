@@ -33,6 +33,8 @@ struct RawDaemon {
     #[serde(default)]
     api_token: Option<String>,
     #[serde(default)]
+    api_read_public: bool,
+    #[serde(default)]
     connections: IndexMap<String, RawConnection>,
 }
 
@@ -124,6 +126,8 @@ pub struct DaemonConfig {
     /// it gives up and exits; running tasks go on meanwhile.
     pub state_outage_limit: Duration,
     pub api_token: Option<String>,
+    /// With `api_token` set, whether API reads need no token.
+    pub api_read_public: bool,
     pub connections: IndexMap<String, Connection>,
 }
 
@@ -282,6 +286,7 @@ impl DaemonConfig {
             shutdown_grace,
             state_outage_limit,
             api_token: raw.api_token.filter(|t| !t.is_empty()),
+            api_read_public: raw.api_read_public,
             connections,
         })
     }

@@ -11,7 +11,7 @@
 
 use crate::clock::{Clock, after, from_micros, micros, micros_after};
 use crate::error::Result;
-use crate::http::Health;
+use crate::http::{Health, JobsView};
 use crate::jobs::JobSet;
 use crate::metrics::{Metrics, TaskCounts};
 use crate::retry::retry_delay;
@@ -164,6 +164,7 @@ pub struct Daemon {
     pub stats: Stats,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    jobs_view: Arc<JobsView>,
 }
 
 impl Daemon {
@@ -193,6 +194,7 @@ impl Daemon {
             stats: Stats::default(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::new()),
+            jobs_view: Arc::new(JobsView::new()),
         }
     }
 
@@ -200,6 +202,12 @@ impl Daemon {
     /// registry of its own.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Daemon {
         self.metrics = metrics;
+        self
+    }
+
+    /// Publishes the jobs it runs into `view` (what the API lists).
+    pub fn with_jobs_view(mut self, view: Arc<JobsView>) -> Daemon {
+        self.jobs_view = view;
         self
     }
 
@@ -289,6 +297,7 @@ impl Daemon {
         let pass = Instant::now();
         if Instant::now() >= *next_scan {
             self.scan().await?;
+            self.jobs_view.set(self.jobs.all().cloned());
             self.health.jobs_loaded();
             *next_scan = Instant::now() + self.opts.scan_interval;
         }

@@ -6,9 +6,16 @@
 //! daemon is not shutting down: on SIGTERM it turns 503 at once, so a load
 //! balancer stops sending requests before the listener closes.
 
+pub mod api;
+mod auth;
 mod health;
 
 pub use health::Health;
+
+use crate::state::StateStore;
+use sluice_core::config::Job;
+use std::collections::BTreeMap;
+use std::sync::RwLock;
 
 use crate::metrics::Metrics;
 use axum::Router;
@@ -34,6 +41,48 @@ const MAX_BODY: usize = 1 << 20;
 pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub store: StateStore,
+    pub jobs: Arc<JobsView>,
+    /// `api_token`: what mutations (and closed reads) must present.
+    pub api_token: Option<Arc<str>>,
+    /// `api_read_public`: reads need no token.
+    pub read_public: bool,
+}
+
+/// The jobs the daemon runs, as its last scan of the jobs folder left
+/// them; the daemon's loop publishes, the handlers read.
+#[derive(Debug, Default)]
+pub struct JobsView {
+    jobs: RwLock<BTreeMap<String, Arc<Job>>>,
+}
+
+impl JobsView {
+    pub fn new() -> JobsView {
+        JobsView::default()
+    }
+
+    pub fn set(&self, jobs: impl IntoIterator<Item = Arc<Job>>) {
+        let jobs = jobs.into_iter().map(|j| (j.name.clone(), j)).collect();
+        *self.jobs.write().unwrap_or_else(|e| e.into_inner()) = jobs;
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Job>> {
+        self.jobs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every job, by name.
+    pub fn all(&self) -> Vec<Arc<Job>> {
+        self.jobs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
 }
 
 /// The routes and the layers every request passes through: a request id
@@ -44,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(api::router())
         .with_state(state)
         .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(MAX_BODY))

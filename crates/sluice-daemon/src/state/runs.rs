@@ -845,6 +845,91 @@ impl StateStore {
         Ok(cleared)
     }
 
+    /// One page of `dag`'s runs, newest logical date first, optionally in
+    /// one state, and how many there are in all.
+    pub async fn runs_page(
+        &self,
+        dag: &str,
+        state: Option<RunState>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<RunRow>, i64)> {
+        let filter = if state.is_some() {
+            "dag = $1 AND state = $2"
+        } else {
+            "dag = $1 AND $2 IS NULL"
+        };
+        let state = state.map(RunState::as_str);
+        let rows = self
+            .fetch(
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM dag_runs WHERE {filter} \
+                     ORDER BY logical_date DESC, run_id LIMIT $3 OFFSET $4"
+                )))
+                .bind(dag)
+                .bind(state)
+                .bind(limit)
+                .bind(offset),
+                run_row,
+            )
+            .await?;
+        let total: Vec<i64> = self
+            .fetch(
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT count(*) FROM dag_runs WHERE {filter}"
+                )))
+                .bind(dag)
+                .bind(state),
+                |r| r.try_get(0),
+            )
+            .await?;
+        Ok((rows, total.first().copied().unwrap_or(0)))
+    }
+
+    /// Every job's row: (name, paused, load error).
+    pub async fn jobs(&self) -> Result<Vec<(String, bool, Option<String>)>> {
+        self.fetch(
+            sqlx::query("SELECT name, paused, error FROM jobs ORDER BY name"),
+            |r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)? != 0, r.try_get(2)?)),
+        )
+        .await
+    }
+
+    /// Marks a run that has not ended as failed (an operator's decision),
+    /// and its task instances that have not ended with it; a task
+    /// attempt still running finishes, but its end no longer matters.
+    /// False if the run had ended.
+    pub async fn fail_run(&self, dag: &str, run_id: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pool().begin().await.map_err(|e| self.err(e))?;
+        let done = sqlx::query(
+            "UPDATE dag_runs SET state = 'failed', ended_at = $1
+             WHERE dag = $2 AND run_id = $3 AND state IN ('queued', 'running')",
+        )
+        .bind(now)
+        .bind(dag)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?
+        .rows_affected();
+        if done == 1 {
+            sqlx::query(
+                "UPDATE task_instances SET state = 'failed', ended_at = $1, worker = NULL,
+                    error = COALESCE(error, 'marked failed by an operator')
+                 WHERE dag = $2 AND run_id = $3
+                    AND state IN ('scheduled', 'running', 'up_for_retry', 'up_for_reschedule')",
+            )
+            .bind(now)
+            .bind(dag)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(done == 1)
+    }
+
     /// A task attempt's log lines, in order: (when, level, message).
     pub async fn logs(
         &self,

@@ -1,0 +1,398 @@
+//! The REST API of a running `sluice serve`, route by route: what each
+//! answers, and the token, 404, 400 and 409 cases; and the OpenAPI
+//! document against the routes the server really serves.
+
+mod common;
+
+use common::{http, listen_address};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "t0ken-for-tests";
+
+fn setup(dir: &Path) {
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("jobs")).unwrap();
+    std::fs::write(
+        dir.join("sluice.toml"),
+        format!(
+            "jobs = \"{d}/jobs\"\nstate = \"sqlite://{d}/state.db\"\nstaging = \"file://{d}/staging\"\n\
+             listen = \"127.0.0.1:0\"\napi_token = \"{TOKEN}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("jobs/hello.toml"),
+        format!(
+            r#"schedule = "@daily"
+[params]
+who = "world"
+
+[tasks.greet]
+transform = "SELECT '{{{{ params.who }}}}' AS who, '{{{{ ds }}}}' AS ds"
+
+[tasks.out]
+load = "parquet"
+input = "greet"
+url = "file://{d}/out/"
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn serve(dir: &Path) -> (Child, String) {
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let child = common::sluice(dir)
+        .arg("--config")
+        .arg(dir.join("sluice.toml"))
+        .arg("serve")
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sluice serve");
+    let t0 = Instant::now();
+    let addr = loop {
+        let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+        if let Some(a) = listen_address(&log) {
+            break a;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no start line: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (child, addr)
+}
+
+const AUTH: &str = "Authorization: Bearer t0ken-for-tests";
+
+/// A call with the token; the status and the JSON body.
+fn call(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, text) = http(
+        method,
+        addr,
+        path,
+        &[AUTH, "Content-Type: application/json"],
+        body,
+    );
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+fn wait_run_state(addr: &str, run_id: &str, want: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let (status, run) = call(
+            addr,
+            "GET",
+            &format!("/api/v1/dags/hello/runs/{run_id}"),
+            "",
+        );
+        assert_eq!(status, 200, "{run}");
+        if run["state"] == want {
+            return run;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "run never {want}: {run}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn every_route_answers_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let (mut daemon, addr) = serve(dir.path());
+    // The job is loaded once the API lists it.
+    let t0 = Instant::now();
+    loop {
+        let (status, dags) = call(&addr, "GET", "/api/v1/dags", "");
+        assert_eq!(status, 200, "{dags}");
+        if dags.as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(dags[0]["dag_id"], "hello");
+            assert_eq!(dags[0]["schedule"], "@daily");
+            assert!(dags[0]["next_run_at"].is_string(), "{dags}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // 401 without the token and with a wrong one, on reads and writes.
+    for (method, path) in [
+        ("GET", "/api/v1/dags"),
+        ("POST", "/api/v1/dags/hello/pause"),
+    ] {
+        let (status, body) = http(method, &addr, path, &[], "");
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        assert!(body.contains("\"status\":401"), "{body}");
+        let (status, _) = http(method, &addr, path, &["Authorization: Bearer nope"], "");
+        assert_eq!(status, 401, "{method} {path} with a wrong token");
+    }
+
+    // The DAG.
+    let (status, dag) = call(&addr, "GET", "/api/v1/dags/hello", "");
+    assert_eq!(status, 200);
+    assert_eq!(dag["tasks"][0]["task_id"], "greet");
+    assert_eq!(dag["tasks"][1]["upstream"], serde_json::json!(["greet"]));
+    assert_eq!(call(&addr, "GET", "/api/v1/dags/nope", "").0, 404);
+
+    // Pause first, so that only the triggered run runs.
+    let (status, paused) = call(&addr, "POST", "/api/v1/dags/hello/pause", "");
+    assert_eq!(
+        (status, paused["is_paused"].clone()),
+        (200, Value::Bool(true))
+    );
+    assert_eq!(call(&addr, "POST", "/api/v1/dags/nope/pause", "").0, 404);
+
+    // Trigger: 400 for a bad body or date, 201, then 409 for the same date.
+    assert_eq!(
+        call(&addr, "POST", "/api/v1/dags/hello/runs", "{not json").0,
+        400
+    );
+    assert_eq!(
+        call(
+            &addr,
+            "POST",
+            "/api/v1/dags/hello/runs",
+            r#"{"logical_date": "24/11/2026"}"#
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &addr,
+            "POST",
+            "/api/v1/dags/hello/runs",
+            r#"{"date": "2026-11-24"}"#
+        )
+        .0,
+        400,
+        "unknown fields are refused"
+    );
+    let (status, run) = call(
+        &addr,
+        "POST",
+        "/api/v1/dags/hello/runs",
+        r#"{"logical_date": "2026-11-24", "params": {"who": "api"}}"#,
+    );
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    let (status, again) = call(
+        &addr,
+        "POST",
+        "/api/v1/dags/hello/runs",
+        r#"{"logical_date": "2026-11-24"}"#,
+    );
+    assert_eq!(status, 409, "{again}");
+    assert_eq!(call(&addr, "POST", "/api/v1/dags/nope/runs", "").0, 404);
+
+    // A paused job's run waits; unpaused, it runs.
+    let (status, _) = call(&addr, "POST", "/api/v1/dags/hello/unpause", "");
+    assert_eq!(status, 200);
+    let done = wait_run_state(&addr, &run_id, "success");
+    let tis = done["task_instances"].as_array().unwrap();
+    assert_eq!(tis.len(), 2);
+    assert_eq!(tis[0]["task_id"], "greet");
+    assert_eq!(tis[1]["state"], "success");
+    assert_eq!(tis[1]["rows_out"], 1);
+    assert_eq!(
+        call(&addr, "GET", "/api/v1/dags/hello/runs/nope", "").0,
+        404
+    );
+
+    // Runs, paged and filtered.
+    let (status, page) = call(
+        &addr,
+        "GET",
+        "/api/v1/dags/hello/runs?state=success&limit=10",
+        "",
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page["dag_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["run_id"] == run_id.as_str())
+    );
+    assert!(page["total_entries"].as_i64().unwrap() >= 1);
+    assert_eq!(
+        call(&addr, "GET", "/api/v1/dags/hello/runs?state=bogus", "").0,
+        400
+    );
+    assert_eq!(
+        call(&addr, "GET", "/api/v1/dags/hello/runs?limit=0", "").0,
+        400
+    );
+    assert_eq!(
+        call(&addr, "GET", "/api/v1/dags/hello/runs?limit=x", "").0,
+        400
+    );
+    assert_eq!(call(&addr, "GET", "/api/v1/dags/nope/runs", "").0, 404);
+
+    // A task's log.
+    let (status, log) = call(
+        &addr,
+        "GET",
+        &format!("/api/v1/dags/hello/runs/{run_id}/tasks/out/logs"),
+        "",
+    );
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["try_number"], 1);
+    assert!(
+        log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"].as_str().unwrap_or("").contains("succeeded")),
+        "{log}"
+    );
+    assert_eq!(
+        call(
+            &addr,
+            "GET",
+            &format!("/api/v1/dags/hello/runs/{run_id}/tasks/nope/logs"),
+            ""
+        )
+        .0,
+        404
+    );
+
+    // Clear: the task runs again (and what it reads, the run having
+    // succeeded); clearing it again while it is waiting is a 409 — or it
+    // has already run again, in which case the second clear succeeds.
+    let (status, cleared) = call(
+        &addr,
+        "POST",
+        &format!("/api/v1/dags/hello/runs/{run_id}/tasks/out/clear"),
+        r#"{"downstream": true}"#,
+    );
+    assert_eq!(status, 200, "{cleared}");
+    assert_eq!(cleared["task_ids"], serde_json::json!(["greet", "out"]));
+    assert_eq!(
+        call(
+            &addr,
+            "POST",
+            &format!("/api/v1/dags/hello/runs/{run_id}/tasks/out/clear"),
+            "{\"x\": 1}"
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &addr,
+            "POST",
+            &format!("/api/v1/dags/hello/runs/{run_id}/tasks/nope/clear"),
+            ""
+        )
+        .0,
+        404
+    );
+    let rerun = wait_run_state(&addr, &run_id, "success");
+    assert_eq!(rerun["task_instances"][1]["try_number"], 2, "{rerun}");
+
+    // Mark failed: only a run that has not ended.
+    assert_eq!(
+        call(
+            &addr,
+            "POST",
+            &format!("/api/v1/dags/hello/runs/{run_id}/fail"),
+            ""
+        )
+        .0,
+        409
+    );
+    call(&addr, "POST", "/api/v1/dags/hello/pause", "");
+    let (_, queued) = call(
+        &addr,
+        "POST",
+        "/api/v1/dags/hello/runs",
+        r#"{"logical_date": "2026-11-20"}"#,
+    );
+    let queued_id = queued["run_id"].as_str().unwrap();
+    let (status, failed) = call(
+        &addr,
+        "POST",
+        &format!("/api/v1/dags/hello/runs/{queued_id}/fail"),
+        "",
+    );
+    assert_eq!(
+        (status, failed["state"].clone()),
+        (200, Value::from("failed")),
+        "{failed}"
+    );
+    assert_eq!(
+        call(&addr, "POST", "/api/v1/dags/hello/runs/nope/fail", "").0,
+        404
+    );
+
+    // Every route the document lists is served: its paths, with real
+    // values in them, reach a handler (a routing miss has no JSON body).
+    let (status, doc) = call(&addr, "GET", "/api/v1/openapi.json", "");
+    assert_eq!(status, 200);
+    let mut listed = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            listed.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "GET /dags",
+            "GET /dags/{dag}",
+            "GET /dags/{dag}/runs",
+            "GET /dags/{dag}/runs/{run_id}",
+            "GET /dags/{dag}/runs/{run_id}/tasks/{task}/logs",
+            "POST /dags/{dag}/pause",
+            "POST /dags/{dag}/runs",
+            "POST /dags/{dag}/runs/{run_id}/fail",
+            "POST /dags/{dag}/runs/{run_id}/tasks/{task}/clear",
+            "POST /dags/{dag}/unpause",
+        ]
+    );
+    for route in &listed {
+        let (method, path) = route.split_once(' ').unwrap();
+        let path = format!(
+            "/api/v1{}",
+            path.replace("{dag}", "zz")
+                .replace("{run_id}", "zz")
+                .replace("{task}", "zz")
+        );
+        let (status, body) = http(method, &addr, &path, &[AUTH], "");
+        assert!(
+            body.starts_with('{') || body.starts_with('['),
+            "{route} is not served: {status} {body}"
+        );
+    }
+    // The document is valid OpenAPI 3 (openapi-spec-validator, PyPI).
+    let doc_file = dir.path().join("openapi.json");
+    std::fs::write(&doc_file, doc.to_string()).unwrap();
+    let valid = common::python_script(
+        "import json, sys\nfrom openapi_spec_validator import validate\n\
+         validate(json.load(open(sys.argv[1])))\nprint('valid')",
+        &[&doc_file.display().to_string()],
+    );
+    assert_eq!(valid.trim(), "valid");
+    let (status, _) = http("GET", &addr, "/api/v1/not-a-route", &[AUTH], "");
+    assert_eq!(status, 404);
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    assert_eq!(daemon.wait().unwrap().code(), Some(0));
+    // The token never reaches the logs.
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!log.contains(TOKEN), "the API token is in the log");
+}
