@@ -15,7 +15,7 @@ use object_store::ObjectStoreExt;
 use sluice_core::config::{
     DaemonConfig, Extract, Job, Load, LoadMode, OnError, SensorKind, Task, TaskKind,
 };
-use sluice_core::template::RunContext;
+use sluice_core::template::{Dialect, RunContext};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -276,7 +276,8 @@ impl Engine {
             }
             SensorKind::Sql { connection, query } => {
                 let key = format!("{}: tasks.{}.query", job.file.display(), task.id);
-                let query = ctx.render(query, &key)?;
+                let dialect = crate::db::dialect(&self.config, connection);
+                let query = ctx.render_sql(query, &key, dialect)?;
                 crate::db::poke(&self.config, connection, &query).await
             }
         }
@@ -382,10 +383,11 @@ async fn run_unit(
                     (summary.rows, summary.bytes)
                 }
                 Load::Sql(l) => {
-                    let table = ctx.render(&l.table, &key("table"))?;
+                    let dialect = crate::db::dialect(&engine.config, &l.connection);
+                    let table = ctx.render_sql(&l.table, &key("table"), dialect)?;
                     let delete_where = match &l.mode {
                         LoadMode::DeleteInsert { delete_where } => {
-                            Some(ctx.render(delete_where, &key("delete_where"))?)
+                            Some(ctx.render_sql(delete_where, &key("delete_where"), dialect)?)
                         }
                         _ => None,
                     };
@@ -424,7 +426,7 @@ async fn run_unit(
             Ok((counts, None))
         }
         TaskKind::Check(check) => {
-            let sql = ctx.render(&check.sql, &key("check"))?;
+            let sql = ctx.render_sql(&check.sql, &key("check"), Dialect::Standard)?;
             let session = crate::sql::session(&engine.runtime)?;
             let mut rows_in = 0;
             for (name, ds) in inputs {
@@ -509,7 +511,8 @@ async fn produce(
             Ok((stream, finish))
         }
         TaskKind::Extract(Extract::Sql(spec)) => {
-            let query = ctx.render(&spec.query, &key("query"))?;
+            let dialect = crate::db::dialect(&engine.config, &spec.connection);
+            let query = ctx.render_sql(&spec.query, &key("query"), dialect)?;
             let mark = match (&spec.incremental, &engine.marks) {
                 (None, _) => None,
                 (Some(_), None) => {
@@ -536,7 +539,7 @@ async fn produce(
             Ok((stream, finish))
         }
         TaskKind::Transform(t) => {
-            let sql = ctx.render(&t.sql, &key("transform"))?;
+            let sql = ctx.render_sql(&t.sql, &key("transform"), Dialect::Standard)?;
             let session = crate::sql::session(&engine.runtime)?;
             let mut rows_in = 0;
             for (name, ds) in inputs {

@@ -10,6 +10,7 @@ use datafusion::datasource::MemTable;
 use sluice_core::config::{
     ConfigError, DaemonConfig, Extract, Job, Load, LogFormat, SensorKind, TaskKind,
 };
+use sluice_core::template::Dialect;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -176,7 +177,7 @@ async fn plan(
     if upstream.iter().any(|u| !schemas.contains_key(u)) {
         return None;
     }
-    let rendered = ctx.render(sql, "").ok()?;
+    let rendered = ctx.render_sql(sql, "", Dialect::Standard).ok()?;
     let session = datafusion::prelude::SessionContext::new();
     for u in upstream {
         let table = MemTable::try_new(schemas[u].clone(), vec![vec![]]).ok()?;

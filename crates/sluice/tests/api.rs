@@ -31,12 +31,38 @@ fn setup(dir: &Path) {
 who = "world"
 
 [tasks.greet]
-transform = "SELECT '{{{{ params.who }}}}' AS who, '{{{{ ds }}}}' AS ds"
+transform = "SELECT {{{{ params.who | sql }}}} AS who, '{{{{ ds }}}}' AS ds"
 
 [tasks.out]
 load = "parquet"
 input = "greet"
 url = "file://{d}/out/"
+"#
+        ),
+    )
+    .unwrap();
+    // A job whose SQL takes a trigger's param, on a database with a
+    // table the param will try to drop.
+    common::python_script(
+        "import sqlite3, sys\ndb = sqlite3.connect(sys.argv[1])\n\
+         db.execute('CREATE TABLE x (name TEXT)')\ndb.execute(\"INSERT INTO x VALUES ('a')\")\ndb.commit()",
+        &[&dir.join("app.db").display().to_string()],
+    );
+    std::fs::write(
+        dir.join("jobs/lookup.toml"),
+        format!(
+            r#"[params]
+who = "a"
+
+[tasks.found]
+extract = "sql"
+connection = "sqlite://{d}/app.db"
+query = "SELECT name FROM x WHERE name = {{{{ params.who | sql }}}}"
+
+[tasks.out]
+load = "parquet"
+input = "found"
+url = "file://{d}/found/"
 "#
         ),
     )
@@ -387,6 +413,38 @@ fn every_route_answers_as_documented() {
     assert_eq!(valid.trim(), "valid");
     let (status, _) = http("GET", &addr, "/api/v1/not-a-route", &[AUTH], "");
     assert_eq!(status, 404);
+
+    // Params are data: a trigger's param meant to end the statement and
+    // drop a table is a string literal in the query.
+    let (status, run) = call(
+        &addr,
+        "POST",
+        "/api/v1/dags/lookup/runs",
+        r#"{"logical_date": "2026-11-24", "params": {"who": "'; DROP TABLE x; --"}}"#,
+    );
+    assert_eq!(status, 201, "{run}");
+    let lookup = run["run_id"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    let done = loop {
+        let (_, r) = call(
+            &addr,
+            "GET",
+            &format!("/api/v1/dags/lookup/runs/{lookup}"),
+            "",
+        );
+        if r["state"] == "success" || r["state"] == "failed" {
+            break r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{r}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(done["task_instances"][0]["rows_out"], 0, "{done}");
+    let left = common::python_script(
+        "import sqlite3, sys\nprint(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM x').fetchone()[0])",
+        &[&dir.path().join("app.db").display().to_string()],
+    );
+    assert_eq!(left.trim(), "1", "the table survived");
 
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])

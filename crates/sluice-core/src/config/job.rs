@@ -364,9 +364,15 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
                 ));
             }
         }
+        // SQL keys render as SQL does at run time: a string param must be
+        // quoted through the sql filter.
         let render = |key: &str, t: &str, errors: &mut Vec<ConfigError>| -> Option<String> {
-            sample
-                .render(t, "")
+            let rendered = if matches!(key, "url" | "path") {
+                sample.render(t, "")
+            } else {
+                sample.render_sql(t, "", crate::template::Dialect::Standard)
+            };
+            rendered
                 .map_err(|e| {
                     let message = match e {
                         Error::Template { message, .. } => format!("template error: {message}"),
@@ -570,6 +576,25 @@ url = "file:///tmp/out/"
             err.contains("tasks.publish.input: unknown upstream task \"dayly\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_string_param_in_sql_must_be_quoted_by_the_sql_filter() {
+        let text =
+            "[params]\nwho = \"a\"\n[tasks.q]\ntransform = \"SELECT '{{ params.who }}' AS who\"\n";
+        let err = parse_job(text, Path::new("j.toml"), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("j.toml: tasks.q.transform: template error")
+                && err.contains("through the sql filter"),
+            "{err}"
+        );
+        let quoted = text.replace("'{{ params.who }}'", "{{ params.who | sql }}");
+        assert!(parse_job(&quoted, Path::new("j.toml"), &|_| None).is_ok());
+        // Outside SQL a param is text as it is.
+        let path = "[params]\nwho = \"a\"\n[tasks.t]\nextract = \"logs\"\npath = \"x/{{ params.who }}/*.log\"\nformat = \"jsonl\"\n";
+        assert!(parse_job(path, Path::new("j.toml"), &|_| None).is_ok());
     }
 
     #[test]

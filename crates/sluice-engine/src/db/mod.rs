@@ -23,6 +23,19 @@ pub use incremental::{Mark, MarkSource};
 pub use load::{LoadMarker, LoadRequest, Loaded, earlier_load, load};
 pub use poke::poke;
 
+/// How SQL for `connection` quotes a template's string parameters
+/// (Standard when the connection does not resolve: that error is told
+/// where the connection is used).
+pub(crate) fn dialect(
+    config: &sluice_core::config::DaemonConfig,
+    connection: &str,
+) -> sluice_core::template::Dialect {
+    match DbTarget::resolve(config, connection).and_then(|t| t.kind()) {
+        Ok(DbKind::MySql) => sluice_core::template::Dialect::MySql,
+        _ => sluice_core::template::Dialect::Standard,
+    }
+}
+
 /// A database to talk to, with the name errors call it by.
 #[derive(Clone)]
 pub struct DbTarget {
