@@ -454,3 +454,100 @@ fn every_route_answers_as_documented() {
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(!log.contains(TOKEN), "the API token is in the log");
 }
+
+/// A run that fails on a connection whose password came from the
+/// environment: the password is in no log line, API answer or metric.
+#[test]
+fn a_failing_connections_password_stays_secret() {
+    const SECRET: &str = "pw-Zq81-never-shown";
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("jobs/leaky.toml"),
+        format!(
+            r#"[tasks.pull]
+extract = "sql"
+connection = "postgres://postgres:${{LEAKY_PASSWORD}}@127.0.0.1:1/test"
+query = "SELECT 1 AS x"
+retries = 0
+
+[tasks.out]
+load = "parquet"
+input = "pull"
+url = "file://{d}/leaky/"
+"#
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut daemon = common::sluice(dir.path())
+        .arg("--config")
+        .arg(dir.path().join("sluice.toml"))
+        .arg("serve")
+        .env("SLUICE_LOG", "info")
+        .env("LEAKY_PASSWORD", SECRET)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sluice serve");
+    let t0 = Instant::now();
+    let addr = loop {
+        let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+        if let Some(a) = listen_address(&log) {
+            break a;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no start line: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (status, run) = call(
+        &addr,
+        "POST",
+        "/api/v1/dags/leaky/runs",
+        r#"{"logical_date": "2026-11-24"}"#,
+    );
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    let failed = loop {
+        let (_, r) = call(
+            &addr,
+            "GET",
+            &format!("/api/v1/dags/leaky/runs/{run_id}"),
+            "",
+        );
+        if r["state"] == "failed" {
+            break r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{r}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let error = failed["task_instances"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!error.is_empty(), "the failure is explained: {failed}");
+    let mut seen = vec![failed.to_string()];
+    for path in [
+        "/api/v1/dags".to_string(),
+        "/api/v1/dags/leaky".to_string(),
+        "/api/v1/dags/leaky/runs".to_string(),
+        format!("/api/v1/dags/leaky/runs/{run_id}/tasks/pull/logs"),
+        format!("/api/v1/dags/leaky/runs/{run_id}/tasks/out/logs"),
+        "/metrics".to_string(),
+    ] {
+        let (status, body) = http("GET", &addr, &path, &[AUTH], "");
+        assert_eq!(status, 200, "{path}: {body}");
+        seen.push(body);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    assert_eq!(daemon.wait().unwrap().code(), Some(0));
+    seen.push(std::fs::read_to_string(dir.path().join("serve.log")).unwrap());
+    for text in &seen {
+        assert!(!text.contains(SECRET), "the password leaked:\n{text}");
+    }
+}
