@@ -69,13 +69,16 @@ url = "file://{d}/found/"
     .unwrap();
 }
 
-fn serve(dir: &Path) -> (Child, String) {
+/// Starts `sluice serve` with extra environment variables; the process
+/// and the address it listens on.
+fn serve(dir: &Path, vars: &[(&str, &str)]) -> (Child, String) {
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let child = common::sluice(dir)
         .arg("--config")
         .arg(dir.join("sluice.toml"))
         .arg("serve")
         .env("SLUICE_LOG", "info")
+        .envs(vars.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -110,22 +113,23 @@ fn call(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
     (status, v)
 }
 
-fn wait_run_state(addr: &str, run_id: &str, want: &str) -> Value {
+/// Polls a run until its state is one of `states`; the run.
+fn wait_run(addr: &str, dag: &str, run_id: &str, states: &[&str]) -> Value {
     let t0 = Instant::now();
     loop {
         let (status, run) = call(
             addr,
             "GET",
-            &format!("/api/v1/dags/hello/runs/{run_id}"),
+            &format!("/api/v1/dags/{dag}/runs/{run_id}"),
             "",
         );
         assert_eq!(status, 200, "{run}");
-        if run["state"] == want {
+        if states.iter().any(|s| run["state"] == *s) {
             return run;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(60),
-            "run never {want}: {run}"
+            "run never {states:?}: {run}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -135,7 +139,7 @@ fn wait_run_state(addr: &str, run_id: &str, want: &str) -> Value {
 fn every_route_answers_as_documented() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
-    let (mut daemon, addr) = serve(dir.path());
+    let (mut daemon, addr) = serve(dir.path(), &[]);
     // The job is loaded once the API lists it.
     let t0 = Instant::now();
     loop {
@@ -224,7 +228,7 @@ fn every_route_answers_as_documented() {
     // A paused job's run waits; unpaused, it runs.
     let (status, _) = call(&addr, "POST", "/api/v1/dags/hello/unpause", "");
     assert_eq!(status, 200);
-    let done = wait_run_state(&addr, &run_id, "success");
+    let done = wait_run(&addr, "hello", &run_id, &["success"]);
     let tis = done["task_instances"].as_array().unwrap();
     assert_eq!(tis.len(), 2);
     assert_eq!(tis[0]["task_id"], "greet");
@@ -324,7 +328,7 @@ fn every_route_answers_as_documented() {
         .0,
         404
     );
-    let rerun = wait_run_state(&addr, &run_id, "success");
+    let rerun = wait_run(&addr, "hello", &run_id, &["success"]);
     assert_eq!(rerun["task_instances"][1]["try_number"], 2, "{rerun}");
 
     // Mark failed: only a run that has not ended.
@@ -424,20 +428,7 @@ fn every_route_answers_as_documented() {
     );
     assert_eq!(status, 201, "{run}");
     let lookup = run["run_id"].as_str().unwrap().to_string();
-    let t0 = Instant::now();
-    let done = loop {
-        let (_, r) = call(
-            &addr,
-            "GET",
-            &format!("/api/v1/dags/lookup/runs/{lookup}"),
-            "",
-        );
-        if r["state"] == "success" || r["state"] == "failed" {
-            break r;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "{r}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let done = wait_run(&addr, "lookup", &lookup, &["success", "failed"]);
     assert_eq!(done["state"], "success", "{done}");
     assert_eq!(done["task_instances"][0]["rows_out"], 0, "{done}");
     let left = common::python_script(
@@ -480,29 +471,7 @@ url = "file://{d}/leaky/"
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let mut daemon = common::sluice(dir.path())
-        .arg("--config")
-        .arg(dir.path().join("sluice.toml"))
-        .arg("serve")
-        .env("SLUICE_LOG", "info")
-        .env("LEAKY_PASSWORD", SECRET)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start sluice serve");
-    let t0 = Instant::now();
-    let addr = loop {
-        let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
-        if let Some(a) = listen_address(&log) {
-            break a;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no start line: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut daemon, addr) = serve(dir.path(), &[("LEAKY_PASSWORD", SECRET)]);
     let (status, run) = call(
         &addr,
         "POST",
@@ -511,20 +480,7 @@ url = "file://{d}/leaky/"
     );
     assert_eq!(status, 201, "{run}");
     let run_id = run["run_id"].as_str().unwrap().to_string();
-    let t0 = Instant::now();
-    let failed = loop {
-        let (_, r) = call(
-            &addr,
-            "GET",
-            &format!("/api/v1/dags/leaky/runs/{run_id}"),
-            "",
-        );
-        if r["state"] == "failed" {
-            break r;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "{r}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let failed = wait_run(&addr, "leaky", &run_id, &["failed"]);
     let error = failed["task_instances"][0]["error"]
         .as_str()
         .unwrap_or_default();
