@@ -271,9 +271,15 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> ApiResult<T>
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
-async fn summary(state: &AppState, job: &Job) -> ApiResult<DagSummary> {
-    let jobs = state.store.jobs().await?;
-    let row = jobs.iter().find(|(name, _, _)| name == &job.name);
+/// The store's row of every job: (name, paused, load error).
+type JobRows = [(String, bool, Option<String>)];
+
+/// `job` as the list shows it; `rows` is [`StateStore::jobs`], read once
+/// per request however many jobs it summarises.
+///
+/// [`StateStore::jobs`]: crate::state::StateStore::jobs
+async fn summary(state: &AppState, job: &Job, rows: &JobRows) -> ApiResult<DagSummary> {
+    let row = rows.iter().find(|(name, _, _)| name == &job.name);
     let last = state.store.recent_runs(&job.name, 1).await?;
     let next_run_at = job.schedule.as_ref().and_then(|s| {
         s.next_after(&Utc::now().with_timezone(&job.timezone))
@@ -299,9 +305,10 @@ async fn summary(state: &AppState, job: &Job) -> ApiResult<DagSummary> {
     responses((status = 200, body = [DagSummary]), (status = 401, body = ApiError)),
     security(("bearer" = [])))]
 async fn list_dags(_: Bearer, State(state): State<AppState>) -> ApiResult<Json<Vec<DagSummary>>> {
+    let rows = state.store.jobs().await?;
     let mut out = Vec::new();
     for job in state.jobs.all() {
-        out.push(summary(&state, &job).await?);
+        out.push(summary(&state, &job, &rows).await?);
     }
     Ok(Json(out))
 }
@@ -329,7 +336,7 @@ async fn get_dag(
         })
         .collect();
     Ok(Json(DagDetail {
-        summary: summary(&state, &job).await?,
+        summary: summary(&state, &job, &state.store.jobs().await?).await?,
         tasks,
     }))
 }
@@ -542,7 +549,9 @@ async fn task_log(
 async fn set_paused(state: &AppState, dag: &str, paused: bool) -> ApiResult<Json<DagSummary>> {
     let job = job_of(state, dag)?;
     state.store.set_paused(dag, paused).await?;
-    Ok(Json(summary(state, &job).await?))
+    Ok(Json(
+        summary(state, &job, &state.store.jobs().await?).await?,
+    ))
 }
 
 /// Stops creating and starting runs of a job (running tasks finish).
