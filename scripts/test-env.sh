@@ -66,3 +66,12 @@ if [ ! -x /usr/bin/promtool ] || [ ! -x /usr/bin/prometheus ]; then
   [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
 fi
 /usr/bin/promtool --version >/dev/null
+
+# Debian's Chromium and its ChromeDriver: the web UI's browser test drives
+# them headless through selenium (from PyPI, in the venv).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+fi
+/usr/bin/chromedriver --version >/dev/null

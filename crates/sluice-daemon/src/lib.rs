@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod retry;
 pub mod service;
 pub mod state;
+pub mod task_log;
 
 pub use error::{Error, Result};

@@ -139,12 +139,16 @@ pub(crate) struct Tasks {
     names: HashMap<Id, String>,
 }
 
+/// The tasks run inside the span of the code that spawned them, so what
+/// they log is kept with the task attempt that caused it (the daemon keeps
+/// each attempt's lines by its span).
 impl Tasks {
     pub(crate) fn spawn<F>(&mut self, name: impl Into<String>, work: F)
     where
         F: Future<Output = Result<()>> + Send + 'static,
     {
-        let handle = self.set.spawn(work);
+        use tracing::Instrument;
+        let handle = self.set.spawn(work.in_current_span());
         self.names.insert(handle.id(), name.into());
     }
 
@@ -152,7 +156,8 @@ impl Tasks {
     where
         F: FnOnce() -> Result<()> + Send + 'static,
     {
-        let handle = self.set.spawn_blocking(work);
+        let span = tracing::Span::current();
+        let handle = self.set.spawn_blocking(move || span.in_scope(work));
         self.names.insert(handle.id(), name.into());
     }
 

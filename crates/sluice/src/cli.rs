@@ -22,6 +22,19 @@ pub struct Args {
     command: Command,
 }
 
+/// Where `trigger` and `clear` send their change: the running daemon's
+/// API by default, the state store with `--local`.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The daemon's address; default from `listen` in the config (the
+    /// token from `api_token` / SLUICE_API_TOKEN).
+    #[arg(long, conflicts_with = "local")]
+    url: Option<String>,
+    /// Write to the state store directly, with no daemon involved.
+    #[arg(long)]
+    local: bool,
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Check configs, DAG shapes and SQL plans; exit 1 on any error.
@@ -63,13 +76,17 @@ enum Command {
         task: String,
         #[arg(long)]
         downstream: bool,
+        #[command(flatten)]
+        target: Target,
     },
-    /// Queue a manual run; the daemon on the same state store runs it.
+    /// Queue a manual run for the daemon to start.
     Trigger {
         job: String,
         /// The logical date (YYYY-MM-DD); default today.
         #[arg(long)]
         date: Option<NaiveDate>,
+        #[command(flatten)]
+        target: Target,
     },
     /// Recent runs of a job and their task states.
     Runs {
@@ -93,18 +110,28 @@ impl Args {
     }
 }
 
-/// Logs go to stderr: readable on a terminal, JSON lines otherwise.
+/// Logs go to stderr: readable on a terminal, JSON lines otherwise. Lines
+/// logged while a task attempt runs are also kept with the attempt (at
+/// `info` and above, whatever `SLUICE_LOG` says), for the API and the UI.
 pub fn init_logging(default_level: &str) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.compact().init();
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = if std::io::stderr().is_terminal() {
+        stderr.compact().boxed()
     } else {
-        builder.json().with_current_span(false).init();
-    }
+        stderr.json().with_current_span(false).boxed()
+    };
+    tracing_subscriber::registry()
+        .with(stderr.with_filter(filter))
+        .with(
+            sluice_daemon::task_log::layer()
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
+        .init();
 }
 
 pub async fn dispatch(args: Args) -> Result<ExitCode> {
@@ -136,8 +163,29 @@ pub async fn dispatch(args: Args) -> Result<ExitCode> {
             run_id,
             task,
             downstream,
+            target,
+        } if !target.local => {
+            crate::daemon_cmd::clear_via_api(
+                &config,
+                target.url.as_deref(),
+                &job,
+                &run_id,
+                &task,
+                downstream,
+            )
+            .await
+        }
+        Command::Clear {
+            job,
+            run_id,
+            task,
+            downstream,
+            ..
         } => crate::daemon_cmd::clear(config, &job, &run_id, &task, downstream).await,
-        Command::Trigger { job, date } => crate::daemon_cmd::trigger(config, &job, date).await,
+        Command::Trigger { job, date, target } if !target.local => {
+            crate::daemon_cmd::trigger_via_api(&config, target.url.as_deref(), &job, date).await
+        }
+        Command::Trigger { job, date, .. } => crate::daemon_cmd::trigger(config, &job, date).await,
         Command::Runs { job, limit } => crate::daemon_cmd::runs(config, &job, limit).await,
     }
 }

@@ -183,6 +183,88 @@ pub async fn trigger(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What an API refusal means for the command: its message, exit 1.
+fn refused(answer: &crate::api_client::Answer) -> ExitCode {
+    match answer.status {
+        401 => eprintln!(
+            "{} (set SLUICE_API_TOKEN, or api_token in the config, to the daemon's token)",
+            answer.message()
+        ),
+        _ => eprintln!("{}", answer.message()),
+    }
+    ExitCode::from(1)
+}
+
+/// `sluice trigger` through the running daemon's API.
+pub async fn trigger_via_api(
+    config: &DaemonConfig,
+    url: Option<&str>,
+    name: &str,
+    date: Option<NaiveDate>,
+) -> Result<ExitCode> {
+    let base = crate::api_client::base_url(url, config);
+    let body = match date {
+        Some(d) => serde_json::json!({ "logical_date": d.to_string() }),
+        None => serde_json::json!({}),
+    };
+    let answer = crate::api_client::post(
+        &base,
+        config.api_token.as_deref(),
+        &["dags", name, "runs"],
+        &body,
+    )
+    .await?;
+    match answer.status {
+        201 => {
+            println!(
+                "queued {name} {}",
+                answer.body["run_id"].as_str().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        // Already there: nothing to do, as with --local.
+        409 => {
+            println!("{}", answer.message());
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Ok(refused(&answer)),
+    }
+}
+
+/// `sluice clear` through the running daemon's API.
+pub async fn clear_via_api(
+    config: &DaemonConfig,
+    url: Option<&str>,
+    name: &str,
+    run_id: &str,
+    task: &str,
+    downstream: bool,
+) -> Result<ExitCode> {
+    let base = crate::api_client::base_url(url, config);
+    let answer = crate::api_client::post(
+        &base,
+        config.api_token.as_deref(),
+        &["dags", name, "runs", run_id, "tasks", task, "clear"],
+        &serde_json::json!({ "downstream": downstream }),
+    )
+    .await?;
+    match answer.status {
+        200 => {
+            let cleared: Vec<&str> = answer.body["task_ids"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+                .unwrap_or_default();
+            println!("cleared {name} {run_id}: {}", cleared.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        409 => {
+            println!("nothing to clear in {name} {run_id}: the tasks have not ended");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Ok(refused(&answer)),
+    }
+}
+
 /// Prints the recent runs of a job and their task states.
 pub async fn runs(config: DaemonConfig, name: &str, limit: i64) -> Result<ExitCode> {
     let store = StateStore::connect(&config.state).await?;

@@ -1,6 +1,7 @@
 //! The `sluice` command: thin glue between the command line and the
 //! library crates.
 
+mod api_client;
 mod cli;
 mod daemon_cmd;
 mod job_lookup;

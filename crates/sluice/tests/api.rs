@@ -278,14 +278,24 @@ fn every_route_answers_as_documented() {
     );
     assert_eq!(status, 200, "{log}");
     assert_eq!(log["try_number"], 1);
-    assert!(
-        log["lines"]
-            .as_array()
-            .unwrap()
+    // The attempt's own lines, from the daemon and from the engine (the
+    // Parquet sink's "published", logged inside the attempt's span), in
+    // the order they happened.
+    let messages: Vec<&str> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap_or(""))
+        .collect();
+    let at = |needle: &str| {
+        messages
             .iter()
-            .any(|l| l["message"].as_str().unwrap_or("").contains("succeeded")),
-        "{log}"
-    );
+            .position(|m| m.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}: {messages:?}"))
+    };
+    assert!(at("attempt 1 started") < at("published"), "{messages:?}");
+    assert!(at("published") < at("succeeded"), "{messages:?}");
+    assert!(messages[at("published")].contains("rows=1"), "{messages:?}");
     assert_eq!(
         call(
             &addr,
@@ -437,6 +447,75 @@ fn every_route_answers_as_documented() {
     );
     assert_eq!(left.trim(), "1", "the table survived");
 
+    // `sluice trigger` and `sluice clear` go through the daemon's API,
+    // with the token from the config.
+    assert_eq!(call(&addr, "POST", "/api/v1/dags/hello/unpause", "").0, 200);
+    let url = format!("http://{addr}");
+    let cli = |args: &[&str], vars: &[(&str, &str)]| {
+        common::run(
+            common::sluice(dir.path())
+                .arg("--config")
+                .arg(dir.path().join("sluice.toml"))
+                .args(args)
+                .envs(vars.iter().copied()),
+        )
+    };
+    let out = cli(
+        &["trigger", "hello", "--date", "2026-11-26", "--url", &url],
+        &[],
+    );
+    assert!(out.status.success());
+    let said = common::stdout(&out);
+    let cli_run = said
+        .trim()
+        .strip_prefix("queued hello ")
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_string();
+    wait_run(&addr, "hello", &cli_run, &["success"]);
+    let out = cli(
+        &["trigger", "hello", "--date", "2026-11-26", "--url", &url],
+        &[],
+    );
+    assert!(out.status.success());
+    assert!(
+        common::stdout(&out).contains("already has a run"),
+        "{}",
+        common::stdout(&out)
+    );
+    let out = cli(&["clear", "hello", &cli_run, "out", "--url", &url], &[]);
+    assert!(out.status.success());
+    assert!(
+        common::stdout(&out).contains("cleared hello"),
+        "{}",
+        common::stdout(&out)
+    );
+    wait_run(&addr, "hello", &cli_run, &["success"]);
+    let out = cli(
+        &["trigger", "hello", "--date", "2026-11-27", "--url", &url],
+        &[("SLUICE_API_TOKEN", "wrong")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("wrong API token"),
+        "{}",
+        common::stderr(&out)
+    );
+    let out = cli(&["clear", "hello", &cli_run, "nope", "--url", &url], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("nope"),
+        "{}",
+        common::stderr(&out)
+    );
+    // No daemon there: the command says so and how to go without one.
+    let out = cli(&["trigger", "hello", "--url", "http://127.0.0.1:9"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("--local"),
+        "{}",
+        common::stderr(&out)
+    );
+
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status();
@@ -447,7 +526,8 @@ fn every_route_answers_as_documented() {
 }
 
 /// A run that fails on a connection whose password came from the
-/// environment: the password is in no log line, API answer or metric.
+/// environment: the password is in no log line, API answer, metric or
+/// UI page.
 #[test]
 fn a_failing_connections_password_stays_secret() {
     const SECRET: &str = "pw-Zq81-never-shown";
@@ -493,6 +573,12 @@ url = "file://{d}/leaky/"
         format!("/api/v1/dags/leaky/runs/{run_id}/tasks/pull/logs"),
         format!("/api/v1/dags/leaky/runs/{run_id}/tasks/out/logs"),
         "/metrics".to_string(),
+        // The web UI's pages (the token signs them in as the cookie does).
+        "/".to_string(),
+        "/ui/dags/leaky".to_string(),
+        format!("/ui/dags/leaky/runs/{run_id}"),
+        format!("/ui/dags/leaky/runs/{run_id}/tasks/pull/log"),
+        format!("/ui/dags/leaky/runs/{run_id}/tasks/out/log"),
     ] {
         let (status, body) = http("GET", &addr, &path, &[AUTH], "");
         assert_eq!(status, 200, "{path}: {body}");
@@ -506,4 +592,48 @@ url = "file://{d}/leaky/"
     for text in &seen {
         assert!(!text.contains(SECRET), "the password leaked:\n{text}");
     }
+}
+
+/// schemathesis (PyPI) generates requests from the live daemon's OpenAPI
+/// document, with the token: no answer is a 5xx, a status the document
+/// does not list, or a body that breaks its schema; and the daemon still
+/// serves afterwards.
+#[test]
+fn schemathesis_finds_no_server_error_or_undocumented_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let (mut daemon, addr) = serve(dir.path(), &[]);
+    let t0 = Instant::now();
+    while call(&addr, "GET", "/api/v1/dags", "")
+        .1
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "jobs never loaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let schemathesis = common::python().with_file_name("schemathesis");
+    let out = common::run(
+        Command::new(&schemathesis)
+            .arg("run")
+            .arg(format!("http://{addr}/api/v1/openapi.json"))
+            .args(["--url", &format!("http://{addr}/api/v1")])
+            .args(["-H", AUTH])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            ])
+            .args(["--max-examples", "30", "--seed", "7", "--workers", "1", "--no-color"])
+            .args(["--phases", "examples,coverage,fuzzing"])
+            .arg("--report-dir")
+            .arg(dir.path().join("schemathesis")),
+    );
+    assert!(out.status.success(), "schemathesis found failures (above)");
+    let (status, _) = common::http_get(&addr, "/healthz");
+    assert_eq!(status, 200);
+    let (status, dags) = call(&addr, "GET", "/api/v1/dags", "");
+    assert_eq!(status, 200, "{dags}");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
 }

@@ -341,7 +341,11 @@ async fn retries_and_timeouts(backend: Backend) {
     env.write_job("slow", SLOW);
     let mut daemon = env.serve(1);
     for job in ["flaky", "broken", "slow"] {
-        let out = common::run(env.sluice().args(["trigger", job, "--date", "2026-11-24"]));
+        let out =
+            common::run(
+                env.sluice()
+                    .args(["trigger", job, "--date", "2026-11-24", "--local"]),
+            );
         assert!(out.status.success());
         assert!(
             common::stdout(&out).contains("queued"),
@@ -472,10 +476,11 @@ async fn chain_with_events_running(env: &Env, rows: usize) -> (StateStore, Strin
     write_jsonl(&env.path().join("data/big.jsonl"), rows);
     write_jsonl(&env.path().join("data/small.jsonl"), 10);
     env.write_job("chain", CHAIN);
-    let out = common::run(
-        env.sluice()
-            .args(["trigger", "chain", "--date", "2026-11-24"]),
-    );
+    let out =
+        common::run(
+            env.sluice()
+                .args(["trigger", "chain", "--date", "2026-11-24", "--local"]),
+        );
     assert!(out.status.success());
     let store = env.store().await;
     let run_id = store.recent_runs("chain", 1).await.unwrap()[0]
@@ -715,9 +720,12 @@ async fn sensors_wait_without_a_worker(backend: Backend) {
     let mut daemon = env.serve(1);
     for job in ["waits", "gives_up", "chain"] {
         assert!(
-            common::run(env.sluice().args(["trigger", job, "--date", "2026-11-24"]))
-                .status
-                .success()
+            common::run(
+                env.sluice()
+                    .args(["trigger", job, "--date", "2026-11-24", "--local"])
+            )
+            .status
+            .success()
         );
     }
     let store = env.store().await;
@@ -962,7 +970,11 @@ async fn run_and_serve_agree(backend: Backend) {
     let store = env.store().await;
     let mut by_serve = States::new();
     for job in jobs {
-        let out = common::run(env.sluice().args(["trigger", job, "--date", "2026-11-24"]));
+        let out =
+            common::run(
+                env.sluice()
+                    .args(["trigger", job, "--date", "2026-11-24", "--local"]),
+            );
         assert!(out.status.success(), "{}", common::stderr(&out));
         if job == "waits" {
             raise_flag();
@@ -1046,10 +1058,11 @@ async fn killed_after_load_commit(target: Target) {
              mode = \"append\"\ncreate = true\nbatch_size = 700\n"
         ),
     );
-    let out = common::run(
-        env.sluice()
-            .args(["trigger", "crash", "--date", "2026-11-24"]),
-    );
+    let out =
+        common::run(
+            env.sluice()
+                .args(["trigger", "crash", "--date", "2026-11-24", "--local"]),
+        );
     assert!(out.status.success(), "{}", common::stderr(&out));
     let store = env.store().await;
     let run_id = store.recent_runs("crash", 1).await.unwrap()[0]
@@ -1266,10 +1279,11 @@ async fn missing_staged_input_names_its_task_and_replica() {
          [tasks.busy]\ntransform = \"SELECT user, count(*) AS n FROM events GROUP BY user\"\n\
          [tasks.out]\nload = \"parquet\"\ninput = \"busy\"\nurl = \"file://$DIR/out/\"\n",
     );
-    let out = common::run(
-        env.sluice()
-            .args(["trigger", "split", "--date", "2026-11-24"]),
-    );
+    let out =
+        common::run(
+            env.sluice()
+                .args(["trigger", "split", "--date", "2026-11-24", "--local"]),
+        );
     assert!(out.status.success(), "{}", common::stderr(&out));
     let store = env.store().await;
     let run_id = store.recent_runs("split", 1).await.unwrap()[0]

@@ -104,7 +104,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
 }
 
 fn trigger(dir: &Path, job: &str) {
-    let out = common::run(sluice(dir).args(["trigger", job, "--date", "2026-11-24"]));
+    let out = common::run(sluice(dir).args(["trigger", job, "--date", "2026-11-24", "--local"]));
     assert!(out.status.success());
 }
 

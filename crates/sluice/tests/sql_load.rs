@@ -444,7 +444,7 @@ create = true
     let run_id = sqlite(&state, "SELECT run_id FROM dag_runs WHERE dag = 'daily'")
         .trim()
         .to_string();
-    let cleared = sluice_ok(&["clear", "daily", &run_id, "dst"]);
+    let cleared = sluice_ok(&["clear", "daily", &run_id, "dst", "--local"]);
     assert!(
         cleared.contains("cleared daily") && cleared.contains("src, named, dst"),
         "{cleared}"
@@ -473,14 +473,14 @@ create = true
     assert_eq!(generations.trim(), "3", "one marker per generation");
 
     // What cannot be cleared says why, and exits 1.
-    let out = run(sluice(dir.path()).args(["clear", "daily", &run_id, "nope"]));
+    let out = run(sluice(dir.path()).args(["clear", "daily", &run_id, "nope", "--local"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("job daily has no task \"nope\"; its tasks: src, named, dst"),
         "{}",
         stderr(&out)
     );
-    let out = run(sluice(dir.path()).args(["clear", "daily", "no_such_run", "dst"]));
+    let out = run(sluice(dir.path()).args(["clear", "daily", "no_such_run", "dst", "--local"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("has no run \"no_such_run\""),

@@ -46,6 +46,10 @@ impl Daemon {
         let key = (a.dag.clone(), a.run_id.clone());
         let job = a.job.clone();
         let task = job.task(&a.unit).expect("task").clone();
+        // What the attempt logged, before the line that says how it ended.
+        for line in a.log.take() {
+            self.log_at(a, line.at, line.level, &line.message);
+        }
         // The run may have left the active set (its job file was removed);
         // the attempt's end is recorded all the same.
         let ti = match self.active.get(&key) {
@@ -326,6 +330,12 @@ impl Daemon {
     /// Appends a line to an attempt's log (written with the next batch).
     pub(super) fn log(&mut self, a: &Attempt, level: &str, message: &str) {
         let now = micros(self.clock.now());
+        self.log_at(a, now, level, message);
+    }
+
+    /// Appends a line logged at `at` (unix microseconds).
+    pub(super) fn log_at(&mut self, a: &Attempt, at: i64, level: &str, message: &str) {
+        let now = at;
         let seq = self.next_log_seq();
         for m in &a.members {
             self.pending.push(Op::Log {

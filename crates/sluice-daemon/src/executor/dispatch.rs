@@ -246,6 +246,7 @@ impl Daemon {
                 attempt: run.tis[unit].try_number,
             },
             sensor,
+            log: Arc::new(crate::task_log::Recording::start()),
         };
         let (job, ctx, units) = (run.job.clone(), run.ctx.clone(), run.units.clone());
         // The claim wrote the "attempt started" log line.
@@ -260,7 +261,8 @@ impl Daemon {
             .min();
         let runner = self.runner.clone();
         let a = attempt.clone();
-        let handle = self.running.spawn(async move {
+        let span = a.log.span(&a.dag, &a.run_id, &a.unit, a.attempt);
+        let work = async move {
             let t0 = Instant::now();
             let outcome = if a.sensor {
                 Outcome::Poked(runner.poke(job, ctx, a.unit.clone()).await)
@@ -282,7 +284,10 @@ impl Daemon {
                 elapsed: t0.elapsed(),
                 outcome,
             }
-        });
+        };
+        let handle = self
+            .running
+            .spawn(tracing::Instrument::instrument(work, span));
         self.in_flight.insert(handle.id(), attempt);
         self.metrics.task_started(&key.0);
     }

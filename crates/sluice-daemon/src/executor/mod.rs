@@ -109,6 +109,8 @@ struct Attempt {
     /// What the engine records with a load.
     task_attempt: TaskAttempt,
     sensor: bool,
+    /// The lines the attempt logs (see [`crate::task_log`]).
+    log: Arc<crate::task_log::Recording>,
 }
 
 enum Outcome {

@@ -10,8 +10,9 @@ use crate::error::Error;
 use crate::state::{RunRow, RunState, TaskInstanceRow};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -59,13 +60,28 @@ impl From<Error> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn rfc3339(micros: i64) -> String {
+/// A query string, or a 400 in the API's JSON error shape (axum's own
+/// extractor answers in plain text, which the OpenAPI document does not
+/// describe).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ApiQuery<T>, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+pub(super) fn rfc3339(micros: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(micros)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn job_of(state: &AppState, dag: &str) -> ApiResult<std::sync::Arc<Job>> {
+pub(super) fn job_of(state: &AppState, dag: &str) -> ApiResult<std::sync::Arc<Job>> {
     state
         .jobs
         .get(dag)
@@ -278,7 +294,7 @@ type JobRows = [(String, bool, Option<String>)];
 /// per request however many jobs it summarises.
 ///
 /// [`StateStore::jobs`]: crate::state::StateStore::jobs
-async fn summary(state: &AppState, job: &Job, rows: &JobRows) -> ApiResult<DagSummary> {
+pub(super) async fn summary(state: &AppState, job: &Job, rows: &JobRows) -> ApiResult<DagSummary> {
     let row = rows.iter().find(|(name, _, _)| name == &job.name);
     let last = state.store.recent_runs(&job.name, 1).await?;
     let next_run_at = job.schedule.as_ref().and_then(|s| {
@@ -350,7 +366,7 @@ async fn list_runs(
     _: Bearer,
     State(state): State<AppState>,
     Path(dag): Path<String>,
-    Query(q): Query<RunsQuery>,
+    ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> ApiResult<Json<DagRunPage>> {
     job_of(&state, &dag)?;
     let run_state = match q.state.as_deref() {
@@ -453,7 +469,7 @@ async fn get_run(
     }))
 }
 
-async fn find_run(state: &AppState, dag: &str, run_id: &str) -> ApiResult<RunRow> {
+pub(super) async fn find_run(state: &AppState, dag: &str, run_id: &str) -> ApiResult<RunRow> {
     state.store.run(dag, run_id).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -515,13 +531,13 @@ async fn clear_task(
 #[utoipa::path(get, path = "/dags/{dag}/runs/{run_id}/tasks/{task}/logs", tag = "tasks",
     params(("dag" = String, Path, description = "The job's name"), ("run_id" = String, Path, description = "The run"),
         ("task" = String, Path, description = "The task"), LogQuery),
-    responses((status = 200, body = TaskLog), (status = 401, body = ApiError), (status = 404, body = ApiError)),
+    responses((status = 200, body = TaskLog), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn task_log(
     _: Bearer,
     State(state): State<AppState>,
     Path((dag, run_id, task)): Path<(String, String, String)>,
-    Query(q): Query<LogQuery>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<TaskLog>> {
     find_run(&state, &dag, &run_id).await?;
     let tis = state.store.task_instances(&dag, &run_id).await?;

@@ -4,11 +4,13 @@
 //! `/healthz` answers while the process runs. `/readyz` answers 200 only
 //! while the state store answers, the jobs folder has been read and the
 //! daemon is not shutting down: on SIGTERM it turns 503 at once, so a load
-//! balancer stops sending requests before the listener closes.
+//! balancer stops sending requests before the listener closes. The REST
+//! API lives under `/api/v1` and the web UI at `/`.
 
 pub mod api;
 mod auth;
 mod health;
+mod ui;
 
 pub use health::Health;
 
@@ -94,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api::router())
+        .merge(ui::router())
         .with_state(state)
         .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
