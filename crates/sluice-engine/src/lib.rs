@@ -12,6 +12,7 @@ mod db;
 mod error;
 mod faults;
 mod logs;
+mod memory_pool;
 mod producers;
 pub mod runner;
 mod schema;

@@ -2,20 +2,32 @@
 //! registered as tables named by their task ids.
 
 use crate::error::{Error, Result};
+use crate::memory_pool::SharedPool;
 use crate::staging::StagedDataset;
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use std::sync::Arc;
 
+/// Spill files a sort merges at once. Unbounded, a sort's merge books
+/// room for every spill file it has, as much as the pool grants: under a
+/// pool shared by concurrent queries that leaves the operators above it,
+/// which cannot spill, nothing to grow into. Bounded, a merge of many
+/// spill files takes more passes over disk and leaves room.
+const SPILL_MERGE_FAN_IN: usize = 8;
+
 /// The runtime every session of a process shares: one memory pool of
 /// `memory_limit` bytes, so that the limit is the process's, however many
-/// transforms run at once (each spills to disk when its share is used up).
+/// transforms run at once (each spills to disk when its share is used up;
+/// see [`SharedPool`]).
 pub fn runtime(memory_limit: u64) -> Result<Arc<RuntimeEnv>> {
     Ok(RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(
+        .with_memory_pool(Arc::new(SharedPool::new(
             usize::try_from(memory_limit).unwrap_or(usize::MAX),
         )))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_max_spill_merge_fan_in(SPILL_MERGE_FAN_IN),
+        )
         .build_arc()?)
 }
 

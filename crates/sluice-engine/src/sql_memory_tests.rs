@@ -1,8 +1,11 @@
 //! `memory_limit` is the process's: every transform's session draws on the
 //! one pool of [`sql::runtime`]. Two transforms sort at once, each more
-//! than the limit: both finish, both spill, and the pool never grants more
-//! than the limit in total. Were a session to build its own pool, its
-//! sorts would not appear in the shared one and the test fails.
+//! than the limit: both finish, both spill, the pool never grants more
+//! than the limit in total, and the process's resident memory grows by
+//! little more than the limit at its peak. Were a session to build its
+//! own pool, its sorts would not appear in the shared one and the test
+//! fails; were the pool to let the sorts take all it has, the final merge
+//! of one query (which cannot spill) would find nothing left and fail.
 
 use crate::sql;
 use datafusion::execution::SendableRecordBatchStream;
@@ -29,6 +32,29 @@ struct Ledger {
     peak: usize,
     /// The sort consumers registered now.
     sorters: HashSet<usize>,
+    /// What each consumer holds now: (name, can spill, bytes), by id.
+    holders: std::collections::HashMap<usize, (String, bool, usize)>,
+}
+
+impl Ledger {
+    fn book(&mut self, r: &MemoryReservation, delta: isize) {
+        let c = r.consumer();
+        let e = self
+            .holders
+            .entry(c.id())
+            .or_insert_with(|| (c.name().to_string(), c.can_spill(), 0));
+        e.2 = e.2.saturating_add_signed(delta);
+    }
+
+    /// The consumers holding memory, largest first.
+    fn holding(&self) -> String {
+        let mut h: Vec<_> = self.holders.values().filter(|h| h.2 > 0).collect();
+        h.sort_by_key(|h| std::cmp::Reverse(h.2));
+        h.iter()
+            .map(|(n, spill, b)| format!("{n}{}: {b}", if *spill { " (spills)" } else { "" }))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// The runtime's pool, seen through a ledger.
@@ -72,6 +98,7 @@ impl MemoryPool for Recorder {
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
         let mut ledger = self.ledger();
         self.inner.grow(reservation, additional);
+        ledger.book(reservation, additional as isize);
         ledger.reserved += additional;
         ledger.peak = ledger.peak.max(ledger.reserved);
     }
@@ -79,6 +106,7 @@ impl MemoryPool for Recorder {
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
         let mut ledger = self.ledger();
         self.inner.shrink(reservation, shrink);
+        ledger.book(reservation, -(shrink as isize));
         ledger.reserved -= shrink;
     }
 
@@ -88,7 +116,12 @@ impl MemoryPool for Recorder {
         additional: usize,
     ) -> datafusion::error::Result<()> {
         let mut ledger = self.ledger();
-        self.inner.try_grow(reservation, additional)?;
+        if let Err(e) = self.inner.try_grow(reservation, additional) {
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(
+                format!("{e}; holding: {}", ledger.holding()),
+            ));
+        }
+        ledger.book(reservation, additional as isize);
         ledger.reserved += additional;
         ledger.peak = ledger.peak.max(ledger.reserved);
         Ok(())
@@ -139,6 +172,35 @@ fn sort_spills(plan: &Arc<dyn ExecutionPlan>) -> usize {
     own + plan.children().into_iter().map(sort_spills).sum::<usize>()
 }
 
+/// The process's peak resident memory (VmHWM) since the last
+/// [`reset_peak_rss`], in bytes.
+fn peak_rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status");
+    kb * 1024
+}
+
+/// The resident memory now (VmRSS), in bytes.
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
+}
+
+/// Starts counting the peak resident memory afresh (Linux: writing 5 to
+/// clear_refs resets VmHWM to the current RSS).
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
+}
+
 async fn rows(stream: SendableRecordBatchStream) -> datafusion::error::Result<usize> {
     stream
         .try_fold(0, |n, b| async move { Ok(n + b.num_rows()) })
@@ -146,14 +208,13 @@ async fn rows(stream: SendableRecordBatchStream) -> datafusion::error::Result<us
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-// Known bug, kept in view: the final SortPreservingMergeExec asks for memory
-// it cannot spill, and by then the two sorts' merges hold most of the pool
-// as memory that cannot spill either (56-60 MiB of the 64 MiB, measured
-// with a pool that kept half the limit away from spilling operators, so
-// reserving headroom does not fix it). The merges' batches are slices of
-// larger sorted runs and are booked at the size of the whole run.
-#[ignore = "known bug: the sorts' merges book memory they cannot spill at the size of \
-            whole sorted runs and exhaust the pool (ResourcesExhausted); un-ignore with its fix"]
+// What made this fail before (ResourcesExhausted in the final
+// SortPreservingMergeExec, about half the runs): each sort's merge of its
+// spill files booked room for all of them at once, and a sort still
+// reading took every byte the merges left, so the other query's final
+// merge, which cannot spill, found nothing. `sql::runtime` bounds the
+// merge fan-in and its pool keeps a quarter of the limit from spilling
+// operators (memory_pool.rs); with either alone it still failed.
 async fn concurrent_sorts_share_one_pool_and_spill() {
     let shared = sql::runtime(LIMIT as u64).unwrap();
     assert!(
@@ -191,10 +252,21 @@ async fn concurrent_sorts_share_one_pool_and_spill() {
         "the second sort is not in the shared pool"
     );
 
+    let before = rss();
+    reset_peak_rss();
     let (rows_a, rows_b) = tokio::try_join!(rows(stream_a), rows(stream_b)).unwrap();
+    let peak = peak_rss().saturating_sub(before);
     assert_eq!((rows_a, rows_b), (ROWS, ROWS));
     assert!(sort_spills(&plan_a) > 0, "the first sort did not spill");
     assert!(sort_spills(&plan_b) > 0, "the second sort did not spill");
+
+    // Unbounded, the two sorts would hold their 2 x 77 MB of text at once.
+    assert!(
+        peak <= LIMIT + LIMIT / 2,
+        "the process grew by {} MiB at its peak while sorting under a {} MiB limit",
+        peak >> 20,
+        LIMIT >> 20
+    );
 
     let ledger = recorder.ledger();
     assert!(
