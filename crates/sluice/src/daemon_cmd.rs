@@ -29,6 +29,7 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("listen = \"{}\": {e}", config.listen))?;
     let address = listener.local_addr()?;
     let store = StateStore::connect(&config.state).await?;
+    let _sole = store.sole_replica()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new());
     let jobs = Arc::new(JobsView::new());
@@ -93,6 +94,7 @@ pub async fn backfill(
     // A job that is missing or does not load: exit 1 with its error.
     let job = crate::job_lookup::find_job(&config, name)?;
     let store = StateStore::connect(&config.state).await?;
+    let _sole = store.sole_replica()?;
     let keys = service::create_backfill(&store, &job, from, to, reset).await?;
     if keys.is_empty() {
         println!("no intervals of {} between {from} and {to}", job.name);

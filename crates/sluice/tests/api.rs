@@ -69,8 +69,8 @@ url = "file://{d}/found/"
     .unwrap();
 }
 
-/// Starts `sluice serve` with extra environment variables; the process
-/// and the address it listens on.
+/// Starts `sluice serve` with extra environment variables and waits until
+/// it is ready; the process and the address it listens on.
 fn serve(dir: &Path, vars: &[(&str, &str)]) -> (Child, String) {
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let child = common::sluice(dir)
@@ -95,6 +95,12 @@ fn serve(dir: &Path, vars: &[(&str, &str)]) -> (Child, String) {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    // The start line comes before the jobs folder is read; ready means
+    // the jobs are loaded, and only then does the API know them.
+    while common::http_get(&addr, "/readyz").0 != 200 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (child, addr)
 }
 

@@ -369,3 +369,45 @@ fn dashboard_metrics_are_exported(scrape: &str) {
     }
     assert!(checked > 10);
 }
+
+/// SQLite serves one replica: a second `serve` (or a `backfill`) on the
+/// same state store is refused with a message that says why and what to
+/// use instead, while the first keeps serving; once it stops, another
+/// may start.
+#[test]
+fn a_second_replica_on_sqlite_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let (mut first, addr) = serve(dir.path());
+    for args in [
+        &["serve"][..],
+        &[
+            "backfill",
+            "quick",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-20",
+        ][..],
+    ] {
+        let out = common::run(sluice(dir.path()).args(args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = common::stderr(&out);
+        assert!(
+            err.contains("is in use by another sluice serve or backfill")
+                && err.contains(&format!("(pid {})", first.id()))
+                && err.contains("point `state` at PostgreSQL"),
+            "{args:?}: {err}"
+        );
+    }
+    wait_for("the first to stay ready", Duration::from_secs(30), || {
+        (http_get(&addr, "/readyz").0 == 200).then_some(())
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    let (mut second, _) = serve(dir.path());
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

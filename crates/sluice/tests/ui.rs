@@ -39,6 +39,11 @@ fn serve(dir: &Path) -> (Child, String) {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    // Ready once the jobs folder has been read: the API knows the jobs.
+    while common::http_get(&addr, "/readyz").0 != 200 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (child, addr)
 }
 

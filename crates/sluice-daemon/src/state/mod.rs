@@ -29,6 +29,16 @@ pub struct StateStore {
     backend: Backend,
     /// The URL without credentials, for messages.
     name: String,
+    /// The database file of a SQLite store.
+    sqlite_file: Option<std::path::PathBuf>,
+}
+
+/// Holds a SQLite state store for one process (see
+/// [`StateStore::sole_replica`]) until dropped or the process ends,
+/// however it ends: the operating system releases the lock.
+#[derive(Debug)]
+pub struct SoleReplica {
+    _lock: std::fs::File,
 }
 
 impl StateStore {
@@ -38,6 +48,7 @@ impl StateStore {
     pub async fn connect(url: &str) -> Result<StateStore> {
         install_default_drivers();
         let name = redacted(url);
+        let mut sqlite_file = None;
         let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.trim_start_matches("//");
             if let Some(parent) = std::path::Path::new(path).parent()
@@ -47,6 +58,10 @@ impl StateStore {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     Error::StateUrl(format!("cannot create {}: {e}", parent.display()))
                 })?;
+            }
+            let file = path.split('?').next().unwrap_or(path);
+            if !file.starts_with(':') && !path.contains("mode=memory") {
+                sqlite_file = Some(std::path::PathBuf::from(file));
             }
             let sep = if path.contains('?') { '&' } else { '?' };
             let mode = if path.contains("mode=") {
@@ -89,9 +104,57 @@ impl StateStore {
             pool,
             backend,
             name,
+            sqlite_file,
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Makes this process the only one that schedules and runs tasks on a
+    /// SQLite state store, or says which process already does. SQLite
+    /// takes one writer at a time and its file lives on one machine, so
+    /// a second `sluice serve` (or `backfill`) on it would only contend
+    /// for the lock; several replicas need PostgreSQL. The lock is an
+    /// advisory lock on `<database>.lock`; `None` on PostgreSQL.
+    pub fn sole_replica(&self) -> Result<Option<SoleReplica>> {
+        use std::io::Write;
+        let Some(db) = &self.sqlite_file else {
+            return Ok(None);
+        };
+        let mut path = db.clone().into_os_string();
+        path.push(".lock");
+        let path = std::path::PathBuf::from(path);
+        let cannot = |e: std::io::Error| Error::StateUrl(format!("{}: {e}", path.display()));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(cannot)?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for the message a second process gets.
+                file.set_len(0).map_err(cannot)?;
+                write!(file, "{}", std::process::id()).map_err(cannot)?;
+                Ok(Some(SoleReplica { _lock: file }))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                Err(Error::Invalid(format!(
+                    "the SQLite state store {} is in use by another sluice serve or backfill{}; \
+                     SQLite serves one replica: to run several, point `state` at PostgreSQL",
+                    db.display(),
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    }
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(cannot(e)),
+        }
     }
 
     /// The store's URL without credentials.

