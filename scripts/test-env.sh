@@ -75,3 +75,13 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 fi
 /usr/bin/chromedriver --version >/dev/null
+
+# kubectl, whose built-in kustomize renders k8s/ for the manifest tests.
+# Debian's kubernetes-client is the fallback where none is installed; the
+# test needs kustomize v4 or later and says so if this one is older.
+if ! command -v kubectl >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; }
+fi
+kubectl version --client >/dev/null

@@ -222,3 +222,87 @@ fn the_binary_runs_as_the_image_runs_it() {
         "the state store is in the volume"
     );
 }
+
+/// The kustomize base and every overlay build with `kubectl kustomize`,
+/// validate strictly against the Kubernetes schemas (kubernetes-validate,
+/// PyPI), and keep their promises (k8s_check.py); the job files in the
+/// ConfigMap are those of configs/jobs.
+#[test]
+fn kubernetes_manifests_build_and_validate() {
+    let root = workspace_root();
+    let kubectl = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .expect("kubectl is missing: kubectl kustomize builds the manifests");
+    let version = String::from_utf8_lossy(&kubectl.stdout);
+    assert!(
+        version
+            .lines()
+            .find_map(|l| l.strip_prefix("Kustomize Version: v"))
+            .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+            .is_some_and(|major| major >= 4),
+        "kubectl's kustomize must be v4 or later: {version}"
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut rendered = Vec::new();
+    for overlay in ["dev", "production", "prometheus-operator", "keda"] {
+        let out = common::run(
+            Command::new("kubectl")
+                .arg("kustomize")
+                .arg(root.join("k8s/overlays").join(overlay)),
+        );
+        assert!(out.status.success(), "kubectl kustomize {overlay}");
+        let file = out_dir.path().join(format!("{overlay}.yaml"));
+        std::fs::write(&file, &out.stdout).unwrap();
+        rendered.push(file);
+    }
+    let base = common::run(
+        Command::new("kubectl")
+            .arg("kustomize")
+            .arg(root.join("k8s/base")),
+    );
+    assert!(base.status.success(), "kubectl kustomize base");
+    let base_file = out_dir.path().join("base.yaml");
+    std::fs::write(&base_file, &base.stdout).unwrap();
+
+    let validate = common::python().with_file_name("kubernetes-validate");
+    let out = common::run(
+        Command::new(validate)
+            .args(["--strict", "--quiet"])
+            .arg(&base_file)
+            .args(&rendered),
+    );
+    assert!(out.status.success(), "kubernetes-validate (above)");
+    assert!(!common::stdout(&out).contains("ERROR"));
+
+    let check = Command::new(common::python())
+        .arg(root.join("crates/sluice/tests/k8s_check.py"))
+        .arg(&root)
+        .args(&rendered)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // The ConfigMap's jobs are copies of configs/jobs, byte for byte.
+    for (copy, original) in [
+        (
+            "k8s/base/jobs/web_traffic_daily.toml",
+            "configs/jobs/web_traffic_daily.toml",
+        ),
+        (
+            "k8s/base/jobs/sql/daily_traffic.sql",
+            "configs/jobs/sql/daily_traffic.sql",
+        ),
+    ] {
+        assert_eq!(
+            std::fs::read(root.join(copy)).unwrap(),
+            std::fs::read(root.join(original)).unwrap(),
+            "{copy} differs from {original}"
+        );
+    }
+}
