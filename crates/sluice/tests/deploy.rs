@@ -306,3 +306,76 @@ fn kubernetes_manifests_build_and_validate() {
         );
     }
 }
+
+/// The compose stack, short of running it (no Docker engine here): the
+/// file against the compose specification's JSON schema, its Prometheus
+/// config with the alert rules it mounts (promtool), and its jobs through
+/// `sluice validate`, which are the example job publishing to MinIO
+/// instead of a folder, and a job on the sample shop database.
+#[test]
+fn the_compose_stack_checks_out() {
+    let root = workspace_root();
+    let check = common::python().with_file_name("check-jsonschema");
+    let out = common::run(
+        Command::new(check)
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(root.join("docker/compose.yaml")),
+    );
+    assert!(
+        out.status.success(),
+        "compose.yaml against the compose spec (above)"
+    );
+
+    // Prometheus sees the alert rules beside its config, as mounted.
+    let prom = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("docker/compose/prometheus/prometheus.yml"),
+        prom.path().join("prometheus.yml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root.join("monitoring/prometheus/alerts.yml"),
+        prom.path().join("alerts.yml"),
+    )
+    .unwrap();
+    let out = common::run(
+        Command::new(common::promtool())
+            .args(["check", "config"])
+            .arg(prom.path().join("prometheus.yml")),
+    );
+    assert!(out.status.success(), "promtool check config (above)");
+
+    let out = common::run(
+        common::sluice(&root)
+            .args(["validate"])
+            .arg(root.join("docker/compose/jobs"))
+            .env("SHOP_PASSWORD", "x"),
+    );
+    assert!(
+        out.status.success(),
+        "sluice validate docker/compose/jobs (above)"
+    );
+    assert!(
+        common::stdout(&out).contains("2 job(s)"),
+        "{}",
+        common::stdout(&out)
+    );
+
+    // The example job, but for its comments and where it publishes.
+    let strip = |text: String| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("url = "))
+            .map(str::to_string)
+            .collect()
+    };
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    assert_eq!(
+        strip(read("docker/compose/jobs/web_traffic_daily.toml")),
+        strip(read("configs/jobs/web_traffic_daily.toml"))
+    );
+    assert_eq!(
+        read("docker/compose/jobs/sql/daily_traffic.sql"),
+        read("configs/jobs/sql/daily_traffic.sql")
+    );
+    assert!(read("docker/compose/jobs/web_traffic_daily.toml").contains("url = \"s3://lake/"));
+}
