@@ -92,9 +92,7 @@ impl Daemon {
                             next_try_at: Some(micros(next)),
                             ..TiUpdate::to(TaskState::UpForReschedule)
                         };
-                        return self
-                            .record(&key, &a.members, update, None, done.elapsed)
-                            .await;
+                        return self.record(a, update, None, done.elapsed).await;
                     }
                 }
             }
@@ -117,8 +115,7 @@ impl Daemon {
                     ended_at: Some(micros(now)),
                     ..TiUpdate::to(TaskState::Success)
                 };
-                self.record(&key, &a.members, update, out, done.elapsed)
-                    .await?;
+                self.record(a, update, out, done.elapsed).await?;
             }
             Err(TaskError {
                 kind,
@@ -173,8 +170,7 @@ impl Daemon {
                         TaskState::Failed
                     })
                 };
-                self.record(&key, &a.members, update, None, done.elapsed)
-                    .await?;
+                self.record(a, update, None, done.elapsed).await?;
             }
         }
         self.maybe_finish(&key).await
@@ -215,13 +211,13 @@ impl Daemon {
     /// Writes an attempt's end for each member of its unit.
     pub(super) async fn record(
         &mut self,
-        key: &(String, String),
-        members: &[String],
+        a: &Attempt,
         update: TiUpdate,
         out: Option<UnitOutput>,
         elapsed: Duration,
     ) -> Result<()> {
-        for m in members {
+        let key = &(a.dag.clone(), a.run_id.clone());
+        for (i, m) in a.members.iter().enumerate() {
             let mut u = update.clone();
             if let Some(c) = out
                 .as_ref()
@@ -255,6 +251,8 @@ impl Daemon {
                 run_id: key.1.clone(),
                 task: m.clone(),
                 update: u.clone(),
+                worker: self.opts.worker_id.clone(),
+                attempt: a.tries.get(i).copied().unwrap_or(a.attempt),
             });
             if let Some(run) = self.active.get_mut(key) {
                 run.dirty = true;

@@ -231,6 +231,10 @@ impl Daemon {
         self.stats.attempts_started += 1;
         let task = run.job.task(unit).expect("task").clone();
         let sensor = matches!(task.kind, TaskKind::Sensor(_));
+        let tries = members
+            .iter()
+            .map(|m| run.tis.get(m).map_or(0, |t| t.try_number))
+            .collect();
         let attempt = Attempt {
             job: run.job.clone(),
             dag: key.0.clone(),
@@ -247,6 +251,7 @@ impl Daemon {
             },
             sensor,
             log: Arc::new(crate::task_log::Recording::start()),
+            tries,
         };
         let (job, ctx, units) = (run.job.clone(), run.ctx.clone(), run.units.clone());
         // The claim wrote the "attempt started" log line.

@@ -111,6 +111,9 @@ struct Attempt {
     sensor: bool,
     /// The lines the attempt logs (see [`crate::task_log`]).
     log: Arc<crate::task_log::Recording>,
+    /// Each member's attempt number, as claimed: the end of the attempt
+    /// is written only while this claim stands.
+    tries: Vec<i64>,
 }
 
 enum Outcome {

@@ -178,4 +178,82 @@ pub const MIGRATIONS: &[Migration] = &[
         statements: &["ALTER TABLE task_instances ADD COLUMN generation BIGINT"],
         postgres: &[],
     },
+    Migration {
+        version: 5,
+        name: "ends of attempts are fenced by their claim",
+        // An attempt's end is written only while its claim stands: the
+        // task instance is still running, by the same worker, in the same
+        // attempt. A replica that was frozen past the heartbeat timeout
+        // (its claims re-run elsewhere since) or whose task was cleared or
+        // marked failed meanwhile cannot overwrite what happened after.
+        // SQLite's batch (runs.rs) has the same condition.
+        statements: &[],
+        postgres: &[
+            "CREATE OR REPLACE FUNCTION sluice_apply(ops json, claim json)
+            RETURNS SETOF text LANGUAGE plpgsql AS $fn$
+        DECLARE
+            claimed text[];
+            announced text[];
+            claim_at bigint;
+            claim_dag text;
+            claim_run text;
+            claim_worker text;
+            claim_seq bigint;
+        BEGIN
+            UPDATE task_instances AS ti SET state = v.state, failures = v.failures,
+                next_try_at = v.next_try_at, ended_at = v.ended_at, rows_in = v.rows_in,
+                rows_out = v.rows_out, bad_records = v.bad_records,
+                bytes_written = v.bytes_written, error = v.error, watermark = v.watermark,
+                ended_by = ti.worker, worker = NULL
+            FROM json_to_recordset(ops->'finished') AS v(dag text, run_id text, task text,
+                state text, failures bigint, next_try_at bigint, ended_at bigint,
+                rows_in bigint, rows_out bigint, bad_records bigint, bytes_written bigint,
+                error text, watermark text, fence_worker text, fence_attempt bigint)
+            WHERE ti.dag = v.dag AND ti.run_id = v.run_id AND ti.task = v.task
+                AND ti.state = 'running' AND ti.worker = v.fence_worker
+                AND ti.try_number = v.fence_attempt;
+            UPDATE task_instances AS ti SET state = v.state
+            FROM json_to_recordset(ops->'states') AS v(dag text, run_id text, task text,
+                state text)
+            WHERE ti.dag = v.dag AND ti.run_id = v.run_id AND ti.task = v.task;
+            INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message)
+                SELECT v.dag, v.run_id, v.task, v.attempt, v.seq, v.at, v.level, v.message
+                FROM json_to_recordset(ops->'logs') AS v(dag text, run_id text, task text,
+                    attempt bigint, seq bigint, at bigint, level text, message text)
+                ON CONFLICT DO NOTHING;
+            IF claim IS NULL THEN
+                RETURN;
+            END IF;
+            claimed := ARRAY(SELECT json_array_elements_text(claim->'tasks'));
+            announced := ARRAY(SELECT json_array_elements_text(claim->'announce'));
+            -- Read once: `claim->>…` in a statement parses the whole claim
+            -- again for every row it is evaluated on.
+            claim_at := (claim->>'now')::bigint;
+            claim_dag := claim->>'dag';
+            claim_run := claim->>'run_id';
+            claim_worker := claim->>'worker';
+            claim_seq := (claim->>'seq')::bigint;
+            RETURN QUERY UPDATE task_instances AS ti SET state = 'running',
+                    try_number = ti.try_number
+                        + CASE WHEN ti.state = 'up_for_reschedule' THEN 0 ELSE 1 END,
+                    started_at = claim_at, first_try_at = COALESCE(ti.first_try_at, claim_at),
+                    worker = claim_worker, heartbeat = claim_at, next_try_at = NULL
+                WHERE ti.dag = claim_dag AND ti.run_id = claim_run
+                    AND ti.state IN ('scheduled', 'up_for_retry', 'up_for_reschedule')
+                    AND ti.task = ANY(claimed)
+                RETURNING ti.task;
+            IF cardinality(announced) > 0 THEN
+                INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message)
+                    SELECT ti.dag, ti.run_id, ti.task, ti.try_number, claim_seq,
+                        claim_at, 'info', 'attempt ' || ti.try_number || ' started'
+                    FROM task_instances AS ti
+                    WHERE ti.dag = claim_dag AND ti.run_id = claim_run
+                        AND ti.task = ANY(announced) AND ti.state = 'running'
+                        AND ti.worker = claim_worker AND ti.started_at = claim_at
+                    ON CONFLICT DO NOTHING;
+            END IF;
+        END
+        $fn$",
+        ],
+    },
 ];

@@ -315,7 +315,7 @@ mod tests {
         let store = StateStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
             .await
             .unwrap();
-        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
         batched_ops_and_claims_land_as_written(&store).await;
         store.pool().close().await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
@@ -368,6 +368,8 @@ mod tests {
                 watermark: Some("int:7".into()),
                 ..TiUpdate::to(state.parse().unwrap())
             },
+            worker: "w1".into(),
+            attempt: 1,
         };
         let log = |seq: i64, message: &str| Op::Log {
             dag: "d".into(),
@@ -427,6 +429,94 @@ mod tests {
         );
         // b was claimed but not announced: no line of its own.
         assert!(store.logs("d", "r", "b", 1).await.unwrap().is_empty());
+
+        // Fencing: w1's claim lapses (its heartbeat stopped) and w2 claims
+        // the task again; w1's late end changes nothing, w2's lands.
+        let x = vec!["x".to_string()];
+        let run = NewRun {
+            run_id: "r2".into(),
+            logical_date: 1,
+            tasks: x.clone(),
+            ..run
+        };
+        assert!(store.create_run(&run).await.unwrap());
+        let claim_by = |worker: &'static str, now: i64| Claim {
+            dag: "d",
+            run_id: "r2",
+            tasks: &x,
+            announce: &[],
+            worker,
+            now,
+            seq: now,
+        };
+        assert_eq!(
+            store
+                .apply_and_claim(&[], &claim_by("w1", 30))
+                .await
+                .unwrap(),
+            x
+        );
+        assert_eq!(store.requeue_abandoned(31).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .apply_and_claim(&[], &claim_by("w2", 40))
+                .await
+                .unwrap(),
+            x
+        );
+        let end = |worker: &str, attempt: i64, rows: i64| Op::Finish {
+            dag: "d".into(),
+            run_id: "r2".into(),
+            task: "x".into(),
+            update: TiUpdate {
+                ended_at: Some(50),
+                rows_out: Some(rows),
+                ..TiUpdate::to(TaskState::Success)
+            },
+            worker: worker.into(),
+            attempt,
+        };
+        store.apply(&[end("w1", 1, 111)]).await.unwrap();
+        let x_now = |tis: Vec<TaskInstanceRow>| tis.into_iter().find(|t| t.task == "x").unwrap();
+        let ti = x_now(store.task_instances("d", "r2").await.unwrap());
+        assert_eq!(
+            (ti.state, ti.try_number, ti.rows_out),
+            (TaskState::Running, 2, None)
+        );
+        // Nor may that replica, believing x ended, close the run.
+        assert!(
+            store
+                .move_run("d", "r2", RunState::Queued, RunState::Running, 51)
+                .await
+                .unwrap()
+        );
+        for to in [RunState::Success, RunState::Failed] {
+            assert!(
+                !store
+                    .move_run("d", "r2", RunState::Running, to, 52)
+                    .await
+                    .unwrap()
+            );
+        }
+        // Nor may an end claim an attempt number that is not the current one.
+        store.apply(&[end("w2", 1, 222)]).await.unwrap();
+        let ti = x_now(store.task_instances("d", "r2").await.unwrap());
+        assert_eq!(ti.state, TaskState::Running);
+        store.apply(&[end("w2", 2, 333)]).await.unwrap();
+        let ti = x_now(store.task_instances("d", "r2").await.unwrap());
+        assert_eq!((ti.state, ti.rows_out), (TaskState::Success, Some(333)));
+        assert_eq!(ti.ended_by.as_deref(), Some("w2"));
+        // An end after the task ended (cleared, or marked failed) is
+        // dropped too.
+        store.apply(&[end("w2", 2, 444)]).await.unwrap();
+        let ti = x_now(store.task_instances("d", "r2").await.unwrap());
+        assert_eq!(ti.rows_out, Some(333));
+        assert!(
+            store
+                .move_run("d", "r2", RunState::Running, RunState::Success, 53)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -434,11 +524,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/sub/state.db", dir.path().display());
         let store = StateStore::connect(&url).await.unwrap();
-        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
         drop(store);
         // A second start finds the schema in place.
         let again = StateStore::connect(&url).await.unwrap();
-        assert_eq!(again.schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(again.schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
         assert!(dir.path().join("sub/state.db").exists());
     }
 }

@@ -117,12 +117,16 @@ pub struct Claim<'a> {
 /// A write the executor batches: many go to the store in one round trip.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// The end of an attempt.
+    /// The end of an attempt, written only while the attempt's claim
+    /// stands (see migration 5).
     Finish {
         dag: String,
         run_id: String,
         task: String,
         update: TiUpdate,
+        /// The worker that claimed the attempt, and its attempt number.
+        worker: String,
+        attempt: i64,
     },
     /// A state set outright (upstream_failed).
     SetState {
@@ -188,9 +192,12 @@ impl OpRows {
                     run_id,
                     task,
                     update: u,
+                    worker,
+                    attempt,
                 } => {
                     let row = json!({
                         "dag": text(dag), "run_id": text(run_id), "task": text(task),
+                        "fence_worker": text(worker), "fence_attempt": attempt,
                         "state": u.state.as_str(), "failures": u.failures,
                         "next_try_at": u.next_try_at, "ended_at": u.ended_at,
                         "rows_in": u.rows_in, "rows_out": u.rows_out,
@@ -274,10 +281,13 @@ FROM (SELECT value ->> '$.dag' AS dag, value ->> '$.run_id' AS run_id,
         value ->> '$.ended_at' AS ended_at, value ->> '$.rows_in' AS rows_in,
         value ->> '$.rows_out' AS rows_out, value ->> '$.bad_records' AS bad_records,
         value ->> '$.bytes_written' AS bytes_written, value ->> '$.error' AS error,
-        value ->> '$.watermark' AS watermark
+        value ->> '$.watermark' AS watermark, value ->> '$.fence_worker' AS fence_worker,
+        value ->> '$.fence_attempt' AS fence_attempt
       FROM jsonb_each($1)) AS v
 WHERE task_instances.dag = v.dag AND task_instances.run_id = v.run_id
-    AND task_instances.task = v.task;
+    AND task_instances.task = v.task AND task_instances.state = 'running'
+    AND task_instances.worker = v.fence_worker
+    AND task_instances.try_number = v.fence_attempt;
 UPDATE task_instances SET state = v.state
 FROM (SELECT value ->> '$.dag' AS dag, value ->> '$.run_id' AS run_id,
         value ->> '$.task' AS task, value ->> '$.state' AS state
@@ -546,7 +556,9 @@ impl StateStore {
             .pop())
     }
 
-    /// Moves a run from `from` to `to`; false if it was not in `from`.
+    /// Moves a run from `from` to `to`; false if it was not in `from`, or
+    /// if it would end while the store holds a task instance of it that
+    /// has not ended (or, to succeed, that did not succeed).
     pub async fn move_run(
         &self,
         dag: &str,
@@ -560,16 +572,37 @@ impl StateStore {
             RunState::Success | RunState::Failed => (None, Some(now)),
             RunState::Queued => (None, None),
         };
-        let update = sqlx::query(
-            "UPDATE dag_runs SET state = $1, started_at = COALESCE($2, started_at), ended_at = COALESCE($3, ended_at)
-             WHERE dag = $4 AND run_id = $5 AND state = $6",
-        )
-        .bind(to.as_str())
-        .bind(started)
-        .bind(ended)
-        .bind(dag)
-        .bind(run_id)
-        .bind(from.as_str());
+        // A run ends by what the store says of its tasks, not by what one
+        // replica believes: a replica whose late ends were fenced off
+        // (migration 5) must not close a run whose task another replica
+        // runs or will run again. Task instances that never started
+        // (a task since removed from the job file) do not hold it open.
+        let sql = match to {
+            RunState::Success => concat!(
+                "UPDATE dag_runs SET state = $1, started_at = COALESCE($2, started_at), ended_at = COALESCE($3, ended_at)
+                 WHERE dag = $4 AND run_id = $5 AND state = $6",
+                " AND NOT EXISTS (SELECT 1 FROM task_instances t WHERE t.dag = $4 AND t.run_id = $5
+                     AND t.state <> 'success' AND NOT (t.state = 'scheduled' AND t.try_number = 0))"
+            ),
+            RunState::Failed => concat!(
+                "UPDATE dag_runs SET state = $1, started_at = COALESCE($2, started_at), ended_at = COALESCE($3, ended_at)
+                 WHERE dag = $4 AND run_id = $5 AND state = $6",
+                " AND NOT EXISTS (SELECT 1 FROM task_instances t WHERE t.dag = $4 AND t.run_id = $5
+                     AND t.state NOT IN ('success', 'failed', 'upstream_failed')
+                     AND NOT (t.state = 'scheduled' AND t.try_number = 0))"
+            ),
+            _ => {
+                "UPDATE dag_runs SET state = $1, started_at = COALESCE($2, started_at), ended_at = COALESCE($3, ended_at)
+                 WHERE dag = $4 AND run_id = $5 AND state = $6"
+            }
+        };
+        let update = sqlx::query(sql)
+            .bind(to.as_str())
+            .bind(started)
+            .bind(ended)
+            .bind(dag)
+            .bind(run_id)
+            .bind(from.as_str());
         if to != RunState::Success {
             return Ok(self.exec(update).await? == 1);
         }
