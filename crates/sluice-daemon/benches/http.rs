@@ -131,6 +131,7 @@ async fn server(
         jobs: view,
         api_token: None,
         read_public: false,
+        replica: Arc::from("bench"),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();

@@ -33,7 +33,9 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new());
     let jobs = Arc::new(JobsView::new());
-    let mut daemon = service::daemon(store.clone(), &config, service::options(&config))?
+    let options = service::options(&config);
+    let replica = options.worker_id.clone();
+    let mut daemon = service::daemon(store.clone(), &config, options)?
         .with_metrics(metrics.clone())
         .with_health(health.clone())
         .with_jobs_view(jobs.clone());
@@ -44,6 +46,7 @@ pub async fn serve(
         jobs = %config.jobs.display(),
         workers = config.workers,
         listen = %address,
+        replica = %replica,
         "sluice serving"
     );
     let router = http::router(http::AppState {
@@ -53,6 +56,7 @@ pub async fn serve(
         jobs,
         api_token: config.api_token.as_deref().map(Arc::from),
         read_public: config.api_read_public,
+        replica: Arc::from(replica.as_str()),
     });
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();

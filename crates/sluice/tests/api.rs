@@ -173,6 +173,27 @@ fn every_route_answers_as_documented() {
         assert_eq!(status, 401, "{method} {path} with a wrong token");
     }
 
+    // Which replica answers: the id its start line gives, which is also
+    // what task instances name as their `hostname`.
+    let (status, me) = call(&addr, "GET", "/api/v1/replica", "");
+    assert_eq!(status, 200, "{me}");
+    let serve_log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    let started = serve_log
+        .lines()
+        .find(|l| l.contains("sluice serving"))
+        .unwrap();
+    let id = me["replica_id"].as_str().unwrap();
+    assert!(id.ends_with(&format!("-{}", daemon.id())), "{me}");
+    assert!(
+        started.contains(&format!("\"replica\":\"{id}\"")),
+        "{started}"
+    );
+    assert_eq!(
+        me["state_store"],
+        format!("sqlite://{}/state.db", dir.path().display())
+    );
+    assert_eq!(http("GET", &addr, "/api/v1/replica", &[], "").0, 401);
+
     // The DAG.
     let (status, dag) = call(&addr, "GET", "/api/v1/dags/hello", "");
     assert_eq!(status, 200);
@@ -240,6 +261,10 @@ fn every_route_answers_as_documented() {
     assert_eq!(tis[0]["task_id"], "greet");
     assert_eq!(tis[1]["state"], "success");
     assert_eq!(tis[1]["rows_out"], 1);
+    assert_eq!(
+        tis[1]["hostname"], me["replica_id"],
+        "the replica that ran it"
+    );
     assert_eq!(
         call(&addr, "GET", "/api/v1/dags/hello/runs/nope", "").0,
         404
@@ -401,6 +426,7 @@ fn every_route_answers_as_documented() {
             "GET /dags/{dag}/runs",
             "GET /dags/{dag}/runs/{run_id}",
             "GET /dags/{dag}/runs/{run_id}/tasks/{task}/logs",
+            "GET /replica",
             "POST /dags/{dag}/pause",
             "POST /dags/{dag}/runs",
             "POST /dags/{dag}/runs/{run_id}/fail",

@@ -99,6 +99,8 @@ try:
     # The token is in no URL and not readable by scripts (HttpOnly).
     assert TOKEN not in d.current_url and TOKEN not in d.page_source
     assert TOKEN not in d.execute_script("return document.cookie")
+    # The footer names the replica that answered (host name and pid).
+    assert d.find_element(By.ID, "replica").text.rsplit("-", 1)[-1].isdigit()
     shot(d, "02-jobs.png")
 
     # The grid shows the example run's tasks, all succeeded.

@@ -61,6 +61,19 @@ pub struct Options {
     pub only: Option<Vec<(String, String)>>,
 }
 
+/// This process's name among the replicas: the host's name (a pod's
+/// name on Kubernetes) and the process id, which tells two processes on
+/// one host apart.
+pub fn replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice".into());
+    format!("{host}-{}", std::process::id())
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -69,11 +82,7 @@ impl Default for Options {
             heartbeat: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             state_outage_limit: Duration::from_secs(600),
-            worker_id: format!(
-                "{}-{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "sluice".into()),
-                std::process::id()
-            ),
+            worker_id: replica_id(),
             schedule: true,
             only: None,
         }

@@ -596,6 +596,29 @@ async fn unpause(
     set_paused(&state, &dag, false).await
 }
 
+/// The replica that answers, and the store it shares with the others.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replica {
+    /// Host name and process id; task instances name the replica that
+    /// ran them with the same id (`hostname`).
+    pub replica_id: String,
+    pub version: String,
+    /// The state store's URL, without credentials.
+    pub state_store: String,
+}
+
+/// Which replica answers (behind a load balancer, any of them).
+#[utoipa::path(get, path = "/replica", tag = "dags",
+    responses((status = 200, body = Replica), (status = 401, body = ApiError)),
+    security(("bearer" = [])))]
+async fn replica(_: Bearer, State(state): State<AppState>) -> Json<Replica> {
+    Json(Replica {
+        replica_id: state.replica.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        state_store: state.store.name().to_string(),
+    })
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice API", description = "Jobs (DAGs), their runs, task instances and logs."),
@@ -628,6 +651,7 @@ pub fn router() -> axum::Router<AppState> {
         .routes(routes!(task_log))
         .routes(routes!(pause))
         .routes(routes!(unpause))
+        .routes(routes!(replica))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     let doc = std::sync::Arc::new(doc);

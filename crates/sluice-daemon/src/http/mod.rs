@@ -49,6 +49,9 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// `api_read_public`: reads need no token.
     pub read_public: bool,
+    /// This replica's id (the executor's worker id), shown by the API
+    /// and the UI.
+    pub replica: Arc<str>,
 }
 
 /// The jobs the daemon runs, as its last scan of the jobs folder left

@@ -149,6 +149,12 @@ impl IntoResponse for UiError {
 
 type UiResult<T> = Result<T, UiError>;
 
+/// A page rendered, with what every page shows (the replica that
+/// answered).
+fn page(state: &AppState, name: &str, ctx: Value) -> Html<String> {
+    render(name, context! { replica => state.replica.as_ref(), ..ctx })
+}
+
 /// A template rendered; a rendering error (a bug) is shown, not hidden.
 fn render(name: &str, ctx: Value) -> Html<String> {
     match templates().get_template(name).and_then(|t| t.render(ctx)) {
@@ -223,7 +229,8 @@ async fn jobs_page(headers: HeaderMap, State(state): State<AppState>) -> UiResul
     for job in state.jobs.all() {
         jobs.push(api::summary(&state, &job, &rows).await?);
     }
-    Ok(render(
+    Ok(page(
+        &state,
         "jobs.html",
         context! { access, jobs, path => "/", today => today() },
     ))
@@ -294,7 +301,8 @@ async fn dag_page(
             .map(|t| t.state.as_str().to_string())
     });
     let runs: Vec<DagRun> = runs.iter().map(DagRun::from).collect();
-    Ok(render(
+    Ok(page(
+        &state,
         "dag.html",
         context! {
             access, dag, job => summary, runs, grid, graph, latest,
@@ -375,7 +383,8 @@ async fn run_page(
     });
     let bars = bars(&tis, crate::clock::micros(Utc::now()));
     let tasks: Vec<TaskInstance> = tis.iter().map(TaskInstance::from).collect();
-    Ok(render(
+    Ok(page(
+        &state,
         "run.html",
         context! {
             access, dag, run => DagRun::from(&run), tasks, bars,
@@ -418,7 +427,8 @@ async fn log_page(
         .try_number
         .map(|n| format!("?try_number={n}"))
         .unwrap_or_default();
-    Ok(render(
+    Ok(page(
+        &state,
         "log.html",
         context! {
             access, dag, run_id, task, try_number, tries => (1..=tries).collect::<Vec<_>>(),
@@ -433,7 +443,12 @@ async fn login_page(headers: HeaderMap, State(state): State<AppState>) -> Respon
         return Redirect::to("/").into_response();
     }
     let access = session::access(&headers, &state);
-    render("login.html", context! { access, error => Value::UNDEFINED }).into_response()
+    page(
+        &state,
+        "login.html",
+        context! { access, error => Value::UNDEFINED },
+    )
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]
