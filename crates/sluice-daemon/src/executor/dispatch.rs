@@ -22,6 +22,14 @@ impl Daemon {
             let mut ready = self.ready_units(&key, now, &mut run_wake).await?;
             let free = self.opts.workers.saturating_sub(self.running.len());
             let waiting_for_workers = ready.len() > free;
+            if waiting_for_workers && self.store.is_postgres() {
+                // Replicas that all asked for the first `free` ready units
+                // would mostly claim the same ones, and all but one would
+                // get nothing until their next pass. A random pick among
+                // the ready ones rarely collides. (On SQLite, the only
+                // replica keeps the DAG's order.)
+                fastrand::shuffle(&mut ready);
+            }
             ready.truncate(free);
             if let Some(run) = self.active.get_mut(&key) {
                 run.dirty = waiting_for_workers;
@@ -198,9 +206,14 @@ impl Daemon {
         for unit in units {
             if claimed.contains(unit) {
                 self.start(key, unit, now);
-            } else if let Some(ti) = self.active.get_mut(key).and_then(|r| r.tis.get_mut(unit)) {
-                // Another replica took it; its state comes with the next scan.
-                ti.state = TaskState::Running;
+            } else if let Some(run) = self.active.get_mut(key) {
+                // Another replica took it; its state comes with the next
+                // scan. The worker it would have taken is still free: look
+                // at the run again on the next pass.
+                if let Some(ti) = run.tis.get_mut(unit) {
+                    ti.state = TaskState::Running;
+                }
+                run.dirty = true;
             }
         }
         Ok(())
