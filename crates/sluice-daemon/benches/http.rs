@@ -10,6 +10,8 @@
 //!
 //! usage: cargo bench --profile dev -p sluice-daemon --bench http [-- --sqlite-only]
 
+mod common;
+
 use chrono::Utc;
 use futures::future::BoxFuture;
 use sluice_core::config::{Job, parse_job};
@@ -258,27 +260,6 @@ async fn many_runs(label: &str, url: &str, dir: &Path) {
     }
 }
 
-fn psql(command: &str) {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-c",
-            command,
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "PostgreSQL must run at 127.0.0.1:5432: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::main]
 async fn main() {
     let sqlite_only = std::env::args().any(|a| a == "--sqlite-only");
@@ -292,12 +273,12 @@ async fn main() {
     many_runs("SQLite", &sqlite("many"), dir.path()).await;
     if !sqlite_only {
         let name = format!("sluice_bench_http_{}", std::process::id());
-        psql(&format!("CREATE DATABASE {name}"));
+        common::psql(&format!("CREATE DATABASE {name}"));
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
         metrics_under_load("PostgreSQL", &url, dir.path()).await;
-        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        psql(&format!("CREATE DATABASE {name}"));
+        common::psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        common::psql(&format!("CREATE DATABASE {name}"));
         many_runs("PostgreSQL", &url, dir.path()).await;
-        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        common::psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
     }
 }

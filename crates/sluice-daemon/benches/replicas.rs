@@ -7,6 +7,8 @@
 //!
 //! usage: cargo bench --profile dev -p sluice-daemon --bench replicas
 
+mod common;
+
 use chrono::Utc;
 use futures::future::BoxFuture;
 use sluice_core::config::{Job, parse_job};
@@ -62,27 +64,6 @@ impl TaskRunner for Wait {
     fn run_succeeded(&self, _: Arc<Job>, _: Arc<RunContext>) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
-}
-
-fn psql(command: &str) {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-c",
-            command,
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "PostgreSQL must run at 127.0.0.1:5432: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// One run worked by `replicas` executors; the wall time and who ran what.
@@ -156,7 +137,7 @@ async fn bench(
 #[tokio::main]
 async fn main() {
     let name = format!("sluice_bench_replicas_{}", std::process::id());
-    psql(&format!("CREATE DATABASE {name}"));
+    common::psql(&format!("CREATE DATABASE {name}"));
     let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
     let dir = tempfile::tempdir().unwrap();
     println!(
@@ -193,5 +174,5 @@ async fn main() {
                 .join(" / ")
         );
     }
-    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    common::psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }

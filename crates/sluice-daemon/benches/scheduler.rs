@@ -16,6 +16,8 @@
 //!
 //! usage: cargo bench -p sluice-daemon --bench scheduler [-- --sqlite-only]
 
+mod common;
+
 use chrono::Utc;
 use futures::future::BoxFuture;
 use sluice_core::config::{Job, parse_job};
@@ -83,30 +85,9 @@ fn postgres_database() -> (String, String) {
         std::process::id(),
         Utc::now().timestamp_micros() % 1_000_000
     );
-    psql(&format!("CREATE DATABASE {name}"));
+    common::psql(&format!("CREATE DATABASE {name}"));
     let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
     (name, url)
-}
-
-fn psql(command: &str) {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-c",
-            command,
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "PostgreSQL must run at 127.0.0.1:5432: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 struct Result_ {
@@ -223,6 +204,6 @@ async fn main() {
         }
     }
     if let Some(name) = database {
-        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        common::psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
     }
 }

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{http, listen_address};
+use common::http;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "t0ken-for-tests";
@@ -72,36 +72,14 @@ url = "file://{d}/found/"
 /// Starts `sluice serve` with extra environment variables and waits until
 /// it is ready; the process and the address it listens on.
 fn serve(dir: &Path, vars: &[(&str, &str)]) -> (Child, String) {
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let child = common::sluice(dir)
-        .arg("--config")
-        .arg(dir.join("sluice.toml"))
-        .arg("serve")
-        .env("SLUICE_LOG", "info")
-        .envs(vars.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start sluice serve");
-    let t0 = Instant::now();
-    let addr = loop {
-        let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
-        if let Some(a) = listen_address(&log) {
-            break a;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no start line: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // The start line comes before the jobs folder is read; ready means
-    // the jobs are loaded, and only then does the API know them.
-    while common::http_get(&addr, "/readyz").0 != 200 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "never ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
+    common::serve_ready(
+        common::sluice(dir)
+            .arg("--config")
+            .arg(dir.join("sluice.toml"))
+            .arg("serve")
+            .envs(vars.iter().copied()),
+        &dir.join("serve.log"),
+    )
 }
 
 const AUTH: &str = "Authorization: Bearer t0ken-for-tests";

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{http, listen_address, workspace_root};
+use common::{http, workspace_root};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "ui-t0ken-for-tests";
@@ -17,34 +17,13 @@ const DAG: &str = "web_traffic_daily";
 /// `sluice serve` on the example configs (embedded defaults), on a random
 /// port and with an API token; the process and its address.
 fn serve(dir: &Path) -> (Child, String) {
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let child = common::sluice(dir)
-        .arg("serve")
-        .env("SLUICE_LOG", "info")
-        .env("SLUICE_LISTEN", "127.0.0.1:0")
-        .env("SLUICE_API_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start sluice serve");
-    let t0 = Instant::now();
-    let addr = loop {
-        let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
-        if let Some(a) = listen_address(&log) {
-            break a;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no start line: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // Ready once the jobs folder has been read: the API knows the jobs.
-    while common::http_get(&addr, "/readyz").0 != 200 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "never ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
+    common::serve_ready(
+        common::sluice(dir)
+            .arg("serve")
+            .env("SLUICE_LISTEN", "127.0.0.1:0")
+            .env("SLUICE_API_TOKEN", TOKEN),
+        &dir.join("serve.log"),
+    )
 }
 
 fn api(addr: &str, path: &str) -> Value {

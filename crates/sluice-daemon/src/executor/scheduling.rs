@@ -9,6 +9,15 @@ impl Daemon {
     /// replica runs but that it does not (a claim whose commit's answer
     /// was lost) go back to be scheduled.
     pub(super) async fn requeue_lost_claims(&mut self) -> Result<()> {
+        // Claims this replica still holds: attempts running, and attempts
+        // that ended but whose end is not written yet (their end is
+        // fenced by the claim, so requeueing them would lose it).
+        let ended = self.pending.iter().filter_map(|op| match op {
+            Op::Finish {
+                dag, run_id, task, ..
+            } => Some((dag.clone(), run_id.clone(), task.clone())),
+            _ => None,
+        });
         let running: HashSet<(String, String, String)> = self
             .in_flight
             .values()
@@ -17,6 +26,7 @@ impl Daemon {
                     .iter()
                     .map(|m| (a.dag.clone(), a.run_id.clone(), m.clone()))
             })
+            .chain(ended)
             .collect();
         let n = self
             .store

@@ -303,6 +303,34 @@ pub fn listen_address(log: &str) -> Option<String> {
         })
 }
 
+/// Spawns `cmd` (a `sluice serve`) with its log in `log`, and waits for
+/// its start line and then for `/readyz`: the start line comes before the
+/// jobs folder is read, and only once it is ready does the API know the
+/// jobs. The process and the address it listens on.
+pub fn serve_ready(cmd: &mut Command, log: &Path) -> (std::process::Child, String) {
+    let child = cmd
+        .env("SLUICE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start sluice serve");
+    let t0 = std::time::Instant::now();
+    let limit = std::time::Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(a) = listen_address(&text) {
+            break a;
+        }
+        assert!(t0.elapsed() < limit, "no start line: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    while http_get(&addr, "/readyz").0 != 200 {
+        assert!(t0.elapsed() < limit, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
 /// Debian's promtool, which the test setup installs.
 pub fn promtool() -> PathBuf {
     let path = PathBuf::from("/usr/bin/promtool");
