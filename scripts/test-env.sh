@@ -18,6 +18,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# checkov, in a venv of its own: it pins many packages the readers above
+# also use (boto3, jsonschema), at versions of its own.
+CHECKOV_VENV=.venv-checkov
+CHECKOV=checkov==3.3.30
+if [ "$(cat "$CHECKOV_VENV/.installed" 2>/dev/null)" != "$CHECKOV" ]; then
+  python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check "$CHECKOV"
+  echo "$CHECKOV" > "$CHECKOV_VENV/.installed"
+fi
+
 # PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`): the state
 # store tests run on it as well as on SQLite. Start it if it is down.
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then

@@ -5,6 +5,7 @@
 //! example jobs, its volume and its non-root user), until `/readyz`
 //! answers and the example job has written its output into the volume.
 
+#[path = "../crates/sluice/tests/common/mod.rs"]
 mod common;
 
 use common::{http_get, listen_address, workspace_root};
@@ -276,7 +277,7 @@ fn kubernetes_manifests_build_and_validate() {
     assert!(!common::stdout(&out).contains("ERROR"));
 
     let check = Command::new(common::python())
-        .arg(root.join("crates/sluice/tests/k8s_check.py"))
+        .arg(root.join("tests/k8s_check.py"))
         .arg(&root)
         .args(&rendered)
         .output()
@@ -378,4 +379,81 @@ fn the_compose_stack_checks_out() {
         read("configs/jobs/sql/daily_traffic.sql")
     );
     assert!(read("docker/compose/jobs/web_traffic_daily.toml").contains("url = \"s3://lake/"));
+}
+
+/// checkov (PyPI, in its own venv) on `k8s/` and `docker/`: no failed
+/// check, and every skipped one says why where it is skipped (a
+/// `checkov.io/skipN` annotation or a `# checkov:skip=` comment). `k8s/`
+/// is checked as kustomize renders it, base and overlays: the overlays'
+/// patch files are fragments of objects, not objects, so checking them
+/// one by one (checkov's `kubernetes` framework) reports what the
+/// rendered object has.
+#[test]
+fn checkov_passes_on_the_deployment_files() {
+    let root = workspace_root();
+    let checkov = root.join(".venv-checkov/bin/checkov");
+    assert!(
+        checkov.exists(),
+        "checkov is missing: scripts/test-env.sh installs it into .venv-checkov"
+    );
+    for (dir, frameworks) in [
+        ("k8s", &["--framework", "kustomize"][..]),
+        ("docker", &[][..]),
+    ] {
+        let out = Command::new(&checkov)
+            .arg("-d")
+            .arg(root.join(dir))
+            .args(frameworks)
+            .args(["--output", "json", "--skip-download", "--quiet"])
+            .env("BC_SKIP_MAPPING", "TRUE")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let parsed: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("checkov {dir}: {e}\n{text}\n{}", common::stderr(&out)));
+        let reports = match parsed {
+            serde_json::Value::Array(a) => a,
+            one => vec![one],
+        };
+        let mut checked = 0;
+        for report in &reports {
+            let kind = report["check_type"].as_str().unwrap_or("?");
+            let failed = report["results"]["failed_checks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let named: Vec<String> = failed
+                .iter()
+                .map(|c| format!("{} {} {}", c["check_id"], c["file_path"], c["resource"]))
+                .collect();
+            assert!(
+                named.is_empty(),
+                "checkov {dir} ({kind}) failed: {named:#?}"
+            );
+            for skipped in report["results"]["skipped_checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let why = skipped["check_result"]["suppress_comment"]
+                    .as_str()
+                    .unwrap_or("");
+                assert!(
+                    why.trim().len() > 10,
+                    "checkov {dir}: {} skipped without a reason",
+                    skipped["check_id"]
+                );
+            }
+            checked += report["summary"]["passed"].as_u64().unwrap_or(0);
+        }
+        assert!(
+            checked > 100,
+            "checkov {dir} checked almost nothing: {text}"
+        );
+        assert!(
+            out.status.success(),
+            "checkov {dir}: {}",
+            common::stderr(&out)
+        );
+    }
 }
