@@ -8,6 +8,11 @@
 //! goes through the `sql` filter, which writes it as a quoted literal for
 //! the target's dialect (`{{ params.country | sql }}` → `'KR'`). Numbers,
 //! booleans and the run's own values (`ds`, `ts`, …) render as they are.
+//!
+//! `ti.try_number` and `ti.hostname` (Airflow's names) are the attempt
+//! and the replica that runs it, so a task can record which execution
+//! wrote its rows. The host name comes from the environment, so in SQL it
+//! too goes through `| sql`.
 
 use crate::error::{Error, Result};
 use chrono::{DateTime, SecondsFormat};
@@ -21,6 +26,11 @@ pub struct RunContext {
     pub data_interval_end: DateTime<Tz>,
     pub run_id: String,
     pub params: serde_json::Value,
+    /// The attempt being run: 1 for the first, counting up with retries
+    /// and re-runs after a lost claim.
+    pub try_number: i64,
+    /// The replica that runs the attempt (`host-pid`); empty outside one.
+    pub hostname: String,
 }
 
 impl RunContext {
@@ -55,6 +65,10 @@ impl RunContext {
             data_interval_end => own(iso(&self.data_interval_end)),
             run_id => own(self.run_id.clone()),
             params => minijinja::Value::from_serialize(&self.params),
+            ti => minijinja::context! {
+                try_number => self.try_number,
+                hostname => self.hostname.clone(),
+            },
         }
     }
 
@@ -195,7 +209,26 @@ mod tests {
             data_interval_end: tz.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap(),
             run_id: "manual__2026-11-24".into(),
             params: serde_json::json!({"country": "KR"}),
+            try_number: 2,
+            hostname: "pod-7".into(),
         }
+    }
+
+    #[test]
+    fn task_instance_values() {
+        let c = ctx();
+        assert_eq!(
+            c.render("{{ ti.try_number }}@{{ ti.hostname }}", "t")
+                .unwrap(),
+            "2@pod-7"
+        );
+        let sql = |t: &str| c.render_sql(t, "t", Dialect::Standard);
+        assert_eq!(
+            sql("SELECT {{ ti.try_number }}, {{ ti.hostname | sql }}").unwrap(),
+            "SELECT 2, 'pod-7'"
+        );
+        // A host name is the environment's, not Sluice's: quoted or refused.
+        assert!(sql("SELECT '{{ ti.hostname }}'").is_err());
     }
 
     #[test]

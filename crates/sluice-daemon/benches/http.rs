@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use sluice_core::config::{Job, parse_job};
 use sluice_core::template::RunContext;
 use sluice_daemon::clock::SystemClock;
-use sluice_daemon::executor::{Daemon, Options, TaskError, TaskRunner, new_run};
+use sluice_daemon::executor::{AttemptFence, Daemon, Options, TaskError, TaskRunner, new_run};
 use sluice_daemon::http::{self, AppState, Health, JobsView};
 use sluice_daemon::jobs::JobSet;
 use sluice_daemon::metrics::Metrics;
@@ -44,6 +44,7 @@ impl TaskRunner for Hold {
         _: Arc<Units>,
         _: String,
         _: TaskAttempt,
+        _: AttemptFence,
     ) -> BoxFuture<'static, Result<UnitOutput, TaskError>> {
         let (running, mut release) = (self.running.clone(), self.release.clone());
         Box::pin(async move {

@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use sluice_core::config::{Job, parse_job};
 use sluice_core::template::RunContext;
 use sluice_daemon::clock::SystemClock;
-use sluice_daemon::executor::{Daemon, Options, TaskError, TaskRunner, new_run};
+use sluice_daemon::executor::{AttemptFence, Daemon, Options, TaskError, TaskRunner, new_run};
 use sluice_daemon::jobs::JobSet;
 use sluice_daemon::state::{RunState, StateStore};
 use sluice_engine::runner::{TaskAttempt, UnitOutput, Units};
@@ -42,6 +42,7 @@ impl TaskRunner for Noop {
         _: Arc<Units>,
         _: String,
         _: TaskAttempt,
+        _: AttemptFence,
     ) -> BoxFuture<'static, Result<UnitOutput, TaskError>> {
         Box::pin(async {
             Ok(UnitOutput {

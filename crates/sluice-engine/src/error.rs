@@ -71,6 +71,11 @@ pub enum Error {
     /// The task ran past its timeout and was cancelled.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// The attempt no longer holds its claim (another replica re-ran the
+    /// task after this one stopped heart-beating), or the state store
+    /// could not say; nothing was published.
+    #[error("not published: {0}")]
+    Fenced(String),
     /// A bug: a broken invariant or a panicked worker.
     #[error("internal error: {0}")]
     Internal(String),
@@ -131,7 +136,8 @@ impl Error {
             | Error::CheckFailed(_)
             | Error::Store { .. }
             | Error::Io { .. }
-            | Error::Timeout(_) => ErrorKind::External,
+            | Error::Timeout(_)
+            | Error::Fenced(_) => ErrorKind::External,
             Error::Arrow(e) => arrow_kind(e),
             Error::Parquet(e) => parquet_kind(e),
             Error::DataFusion(e) => datafusion_kind(e),
@@ -143,6 +149,11 @@ impl Error {
             },
             Error::Internal(_) => ErrorKind::Internal,
         }
+    }
+
+    /// Whether the attempt lost its claim (see [`crate::fence`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced(_))
     }
 
     /// The upstream task whose staged output this error says is missing.

@@ -11,6 +11,7 @@
 mod db;
 mod error;
 mod faults;
+pub mod fence;
 mod logs;
 mod memory_pool;
 mod producers;

@@ -5,6 +5,7 @@
 //! business, for `sluice run` as for `serve`.
 
 use crate::error::{Error, Result};
+use crate::fence::Fence;
 use crate::logs::LogsSource;
 use crate::sink::{ParquetOptions, write_dataset};
 use crate::staging::{StagedDataset, Staging};
@@ -239,6 +240,7 @@ impl Engine {
         units: &Units,
         unit: &str,
         attempt: TaskAttempt,
+        fence: &dyn Fence,
     ) -> Result<UnitOutput> {
         let date_key = ctx.date_key();
         let task = job
@@ -253,8 +255,16 @@ impl Engine {
                 inputs.insert(dep.clone(), staged);
             }
         }
-        let (counts, staged) =
-            run_unit(self, job, ctx, task, units.producer(unit), &inputs, attempt).await?;
+        let (counts, staged) = run_unit(
+            self,
+            job,
+            ctx,
+            task,
+            units.producer(unit),
+            &inputs,
+            Claim { attempt, fence },
+        )
+        .await?;
         Ok(UnitOutput { counts, staged })
     }
 
@@ -291,6 +301,14 @@ impl Engine {
 
 type UnitResult = Result<(Vec<(String, Counts)>, Option<StagedDataset>)>;
 
+/// The attempt a unit runs as: what a SQL load's marker records, and the
+/// fence a publish asks first.
+#[derive(Clone, Copy)]
+struct Claim<'a> {
+    attempt: TaskAttempt,
+    fence: &'a dyn Fence,
+}
+
 /// Runs one unit: a task, or a load with its fused producer.
 async fn run_unit(
     engine: &Engine,
@@ -299,8 +317,9 @@ async fn run_unit(
     task: &Task,
     producer: Option<&str>,
     inputs: &HashMap<String, StagedDataset>,
-    attempt: TaskAttempt,
+    claim: Claim<'_>,
 ) -> UnitResult {
+    let Claim { attempt, fence } = claim;
     let date_key = &ctx.date_key();
     let key = |k: &str| format!("{}: tasks.{}.{k}", job.file.display(), task.id);
     match &task.kind {
@@ -308,7 +327,7 @@ async fn run_unit(
             let (stream, finish) = produce(engine, job, ctx, task, inputs).await?;
             let staged = engine
                 .staging
-                .stage(stream, &job.name, date_key, &task.id)
+                .stage(stream, &job.name, date_key, &task.id, fence)
                 .await?;
             let counts = finish(staged.rows);
             Ok((vec![(task.id.clone(), counts)], Some(staged)))
@@ -326,7 +345,7 @@ async fn run_unit(
                 attempt: attempt.attempt,
             };
             if let Load::Sql(l) = load
-                && let Some(rows) = crate::db::earlier_load(&engine.config, l, &marker).await?
+                && let Some(rows) = crate::db::take_load(&engine.config, l, &marker).await?
             {
                 // The process that loaded died before it could say so.
                 tracing::warn!(dag = %job.name, task = %task.id, rows, "an earlier attempt of this task instance committed its load; not loading again");
@@ -378,7 +397,7 @@ async fn run_unit(
                         partition_by: p.partition_by.clone(),
                     };
                     let run_key = format!("{}-{}-{}", job.name, task.id, date_key);
-                    let summary = write_dataset(stream, &dest, &run_key, &options).await?;
+                    let summary = write_dataset(stream, &dest, &run_key, &options, fence).await?;
                     tracing::info!(dag = %job.name, task = %task.id, files = summary.files.len(), rows = summary.rows, dest = %dest.url(), "published");
                     (summary.rows, summary.bytes)
                 }
@@ -396,6 +415,7 @@ async fn run_unit(
                         table: &table,
                         delete_where: delete_where.as_deref(),
                         marker: &marker,
+                        fence,
                     };
                     let loaded = crate::db::load(&engine.config, request, stream).await?;
                     let rows = loaded.rows();

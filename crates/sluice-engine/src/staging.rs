@@ -70,6 +70,7 @@ impl Staging {
         job: &str,
         date_key: &str,
         task: &str,
+        fence: &dyn crate::fence::Fence,
     ) -> Result<StagedDataset> {
         let schema = stream.schema();
         let location = self.run_dir(job, date_key).child(task);
@@ -77,7 +78,7 @@ impl Staging {
             compression: sluice_core::config::Compression::Zstd(1),
             ..ParquetOptions::default()
         };
-        let summary = write_dataset(stream, &location, "data", &options).await?;
+        let summary = write_dataset(stream, &location, "data", &options, fence).await?;
         Ok(StagedDataset {
             location,
             schema,

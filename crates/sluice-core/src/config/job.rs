@@ -147,6 +147,8 @@ impl Job {
             data_interval_start: start,
             data_interval_end: end,
             params: self.params.clone(),
+            try_number: 1,
+            hostname: String::new(),
         }
     }
 }

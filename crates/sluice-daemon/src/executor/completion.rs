@@ -121,6 +121,7 @@ impl Daemon {
                 kind,
                 message,
                 missing_input,
+                fenced,
             }) => {
                 let message = match missing_input {
                     Some(upstream) => self.where_staged(a, &upstream, message).await,
@@ -135,6 +136,12 @@ impl Daemon {
                     (after(now, delay), delay)
                 });
                 match &next {
+                    // Whatever is recorded next, the store keeps only if
+                    // the claim still stands (it could not tell).
+                    _ if fenced => {
+                        tracing::warn!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, "attempt fenced: its output was not published");
+                        self.log(a, "warn", &format!("fenced: {message}"));
+                    }
                     Some((_, delay)) => {
                         tracing::warn!(dag = %a.dag, run = %a.run_id, task = %a.unit, attempt = a.attempt, error = %message, retry_in = %humanize(*delay), "task failed; will retry");
                         self.log(

@@ -30,6 +30,13 @@ impl Daemon {
                 // replica keeps the DAG's order.)
                 fastrand::shuffle(&mut ready);
             }
+            if waiting_for_workers && let Some(run) = self.active.get(&key) {
+                // Work that started before goes first: a claim re-queued
+                // from a dead replica (so it re-runs within one pass of
+                // its heartbeat timeout, not behind the whole queue), and
+                // retries that came due.
+                ready.sort_by_key(|u| run.tis.get(u).is_none_or(|t| t.try_number == 0));
+            }
             ready.truncate(free);
             if let Some(run) = self.active.get_mut(&key) {
                 run.dirty = waiting_for_workers;
@@ -266,7 +273,28 @@ impl Daemon {
             log: Arc::new(crate::task_log::Recording::start()),
             tries,
         };
-        let (job, ctx, units) = (run.job.clone(), run.ctx.clone(), run.units.clone());
+        let (job, units) = (run.job.clone(), run.units.clone());
+        // This attempt's own values (`ti.try_number`, `ti.hostname`).
+        let ctx = Arc::new(RunContext {
+            try_number: attempt.attempt,
+            hostname: self.opts.worker_id.clone(),
+            ..(*run.ctx).clone()
+        });
+        // One replica on SQLite holds the store alone: nobody can take
+        // its claims. On PostgreSQL the publish asks the store first.
+        let fence: AttemptFence = if self.store.is_postgres() {
+            Arc::new(super::fence::ClaimFence {
+                store: self.store.clone(),
+                dag: key.0.clone(),
+                run_id: key.1.clone(),
+                task: unit.to_string(),
+                worker: self.opts.worker_id.clone(),
+                try_number: attempt.attempt,
+                patience: self.opts.heartbeat.saturating_mul(HEARTBEAT_TIMEOUT_BEATS),
+            })
+        } else {
+            Arc::new(sluice_engine::fence::Sole)
+        };
         // The claim wrote the "attempt started" log line.
         if !sensor || bump {
             tracing::info!(dag = %key.0, run = %key.1, task = %unit, attempt = attempt.attempt, "task started");
@@ -285,7 +313,7 @@ impl Daemon {
             let outcome = if a.sensor {
                 Outcome::Poked(runner.poke(job, ctx, a.unit.clone()).await)
             } else {
-                let work = runner.run(job, ctx, units, a.unit.clone(), a.task_attempt);
+                let work = runner.run(job, ctx, units, a.unit.clone(), a.task_attempt, fence);
                 Outcome::Ran(match timeout {
                     Some(limit) => match tokio::time::timeout(limit, work).await {
                         Ok(r) => r,

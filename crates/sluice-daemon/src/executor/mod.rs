@@ -33,11 +33,12 @@ use tokio::task::JoinSet;
 
 mod completion;
 mod dispatch;
+mod fence;
 mod scheduling;
 mod shutdown;
 mod task_runner;
 
-pub use task_runner::{EngineRunner, TaskError, TaskRunner};
+pub use task_runner::{AttemptFence, EngineRunner, TaskError, TaskRunner};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -73,6 +74,10 @@ pub fn replica_id() -> String {
         .unwrap_or_else(|| "sluice".into());
     format!("{host}-{}", std::process::id())
 }
+
+/// Heartbeats a replica may miss before its claims are taken from it
+/// (PostgreSQL): the heartbeat timeout is this many heartbeat intervals.
+pub const HEARTBEAT_TIMEOUT_BEATS: u32 = 5;
 
 impl Default for Options {
     fn default() -> Self {
@@ -421,6 +426,8 @@ fn context(job: &Job, row: &RunRow) -> RunContext {
         data_interval_end: from_micros(row.interval_end).with_timezone(&job.timezone),
         run_id: row.run_id.clone(),
         params,
+        try_number: 0,
+        hostname: String::new(),
     }
 }
 

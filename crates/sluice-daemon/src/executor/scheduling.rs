@@ -47,7 +47,10 @@ impl Daemon {
     pub(super) async fn recover(&mut self) -> Result<()> {
         let now = self.clock.now();
         let stale_before = if self.store.is_postgres() {
-            micros(now).saturating_sub(micros_after(0, self.opts.heartbeat.saturating_mul(5)))
+            micros(now).saturating_sub(micros_after(
+                0,
+                self.opts.heartbeat.saturating_mul(HEARTBEAT_TIMEOUT_BEATS),
+            ))
         } else {
             i64::MAX
         };

@@ -2,6 +2,7 @@
 //! instance, and how its failure says whether a retry can help.
 
 use super::*;
+pub use sluice_engine::fence::AttemptFence;
 
 /// Why an attempt failed, and whether another attempt could do better.
 #[derive(Debug, Clone)]
@@ -11,6 +12,9 @@ pub struct TaskError {
     /// The upstream task whose staged output was missing, if that is why:
     /// the executor then says which replica wrote it.
     pub missing_input: Option<String>,
+    /// The attempt lost its claim to another replica and published
+    /// nothing (its end, written next, is dropped by the store's fence).
+    pub fenced: bool,
 }
 
 impl TaskError {
@@ -19,6 +23,7 @@ impl TaskError {
             kind,
             message: message.into(),
             missing_input: None,
+            fenced: false,
         }
     }
 }
@@ -27,6 +32,7 @@ impl From<sluice_engine::Error> for TaskError {
     fn from(e: sluice_engine::Error) -> Self {
         TaskError {
             missing_input: e.missing_input().map(str::to_string),
+            fenced: e.is_fenced(),
             ..TaskError::new(e.kind(), e.to_string())
         }
     }
@@ -44,6 +50,7 @@ pub trait TaskRunner: Send + Sync + 'static {
         units: Arc<Units>,
         unit: String,
         attempt: TaskAttempt,
+        fence: AttemptFence,
     ) -> BoxFuture<'static, Result<UnitOutput, TaskError>>;
 
     /// One poke of a sensor.
@@ -68,9 +75,19 @@ impl TaskRunner for EngineRunner {
         units: Arc<Units>,
         unit: String,
         attempt: TaskAttempt,
+        fence: AttemptFence,
     ) -> BoxFuture<'static, Result<UnitOutput, TaskError>> {
         let engine = self.0.clone();
-        Box::pin(async move { Ok(engine.run_unit(&job, &ctx, &units, &unit, attempt).await?) })
+        Box::pin(async move {
+            let out = engine
+                .run_unit(&job, &ctx, &units, &unit, attempt, &*fence)
+                .await?;
+            // Checked at success too: a late attempt that found its output
+            // already published (a SQL load's marker says another attempt
+            // committed) did not succeed, it was overtaken.
+            fence.check().await?;
+            Ok(out)
+        })
     }
 
     fn poke(

@@ -755,6 +755,34 @@ impl StateStore {
             .collect()
     }
 
+    /// Whether `worker` still holds its claim on a task instance: it is
+    /// running, on that worker, at attempt `try_number`. What an attempt
+    /// asks just before it publishes (see `sluice_engine::fence`).
+    pub async fn holds_claim(
+        &self,
+        dag: &str,
+        run_id: &str,
+        task: &str,
+        worker: &str,
+        try_number: i64,
+    ) -> Result<bool> {
+        let rows = self
+            .fetch(
+                sqlx::query(
+                    "SELECT try_number FROM task_instances WHERE dag = $1 AND run_id = $2 \
+                     AND task = $3 AND state = 'running' AND worker = $4 AND try_number = $5",
+                )
+                .bind(dag.to_string())
+                .bind(run_id.to_string())
+                .bind(task.to_string())
+                .bind(worker.to_string())
+                .bind(try_number),
+                |r| r.try_get::<i64, _>(0),
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     /// Keeps this worker's running task instances from looking abandoned.
     pub async fn heartbeat(&self, worker: &str, now: i64) -> Result<()> {
         self.exec(

@@ -40,7 +40,8 @@ where
         generation: 1,
         attempt: 1,
     };
-    let mut task = Box::pin(engine.run_unit(&job, &ctx, &units, "out", attempt));
+    let mut task =
+        Box::pin(engine.run_unit(&job, &ctx, &units, "out", attempt, &crate::fence::Sole));
     let t0 = Instant::now();
     loop {
         tokio::select! {

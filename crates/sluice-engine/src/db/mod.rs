@@ -20,7 +20,7 @@ use sluice_core::redact::redact_url;
 
 pub use cancel::{cancel_abandoned, has_abandoned};
 pub use incremental::{Mark, MarkSource};
-pub use load::{LoadMarker, LoadRequest, Loaded, earlier_load, load};
+pub use load::{LoadMarker, LoadRequest, Loaded, load, take_load};
 pub use poke::poke;
 
 /// How SQL for `connection` quotes a template's string parameters

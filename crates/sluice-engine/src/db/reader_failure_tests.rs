@@ -64,7 +64,7 @@ url = "file://{d}/out/"
         attempt: 1,
     };
     let error = engine
-        .run_unit(&job, &ctx, &units, "out", attempt)
+        .run_unit(&job, &ctx, &units, "out", attempt, &crate::fence::Sole)
         .await
         .expect_err("a reader's panic fails the load it feeds")
         .to_string();

@@ -23,6 +23,7 @@
 use super::encoder::FileEncoder;
 use super::partition;
 use crate::error::{Error, Result};
+use crate::fence::Fence;
 use crate::store::Location;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -112,12 +113,14 @@ const TMP_PREFIX: &str = ".sluice-tmp-";
 pub const DATA_PAGE_SIZE: usize = 60 << 10;
 
 /// Writes `stream` under `dest` as the output of `run_key` (a name unique
-/// per job, task and logical date), committing only on success.
+/// per job, task and logical date), committing only on success and only
+/// while `fence` says the attempt still holds its claim.
 pub async fn write_dataset(
     mut stream: SendableRecordBatchStream,
     dest: &Location,
     run_key: &str,
     options: &ParquetOptions,
+    fence: &dyn Fence,
 ) -> Result<WriteSummary> {
     let attempt = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let schema = plain_types(&stream.schema());
@@ -179,6 +182,11 @@ pub async fn write_dataset(
     }
     .await;
     if let Err(e) = result {
+        state.abort().await;
+        return Err(e);
+    }
+    if let Err(e) = fence.check().await {
+        // The attempt that took over publishes; this one's files go.
         state.abort().await;
         return Err(e);
     }

@@ -5,6 +5,7 @@
 //! old file and no temporary file left beside it.
 
 use super::{ParquetOptions, write_dataset};
+use crate::fence::{Fence, Sole};
 use crate::store::Location;
 use arrow::array::{Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -201,7 +202,7 @@ async fn write(dest: &Location, rows: RecordBatch) -> crate::Result<()> {
         schema(),
         futures::stream::iter(vec![Ok(rows)]),
     ));
-    write_dataset(stream, dest, "job-task-20261124", &options())
+    write_dataset(stream, dest, "job-task-20261124", &options(), &Sole)
         .await
         .map(|_| ())
 }
@@ -281,6 +282,35 @@ fn expected(rows: &RecordBatch) -> Vec<(i64, String)> {
         .collect();
     v.sort();
     v
+}
+
+/// A fence that says the claim was lost.
+struct Lost;
+
+impl Fence for Lost {
+    fn check(&self) -> futures::future::BoxFuture<'_, crate::Result<()>> {
+        Box::pin(async { Err(crate::Error::Fenced("the claim was taken".into())) })
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_that_lost_its_claim_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = location(dir.path(), Arc::new(Mutex::new(Faults::default())));
+    write(&dest, old_rows()).await.unwrap();
+    let before = files(dir.path());
+    let stream = Box::pin(RecordBatchStreamAdapter::new(
+        schema(),
+        futures::stream::iter(vec![Ok(new_rows())]),
+    ));
+    let err = write_dataset(stream, &dest, "job-task-20261124", &options(), &Lost)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, crate::Error::Fenced(_)), "{err}");
+    // The output the current attempt published stays, and this attempt's
+    // temporary files are gone.
+    assert_eq!(files(dir.path()), before);
+    assert_eq!(visible_rows(&dir.path().join("out")), expected(&old_rows()));
 }
 
 #[tokio::test]
@@ -425,7 +455,7 @@ async fn partitions_past_the_bound_do_not_stay_open() {
         partition_by: vec!["dt".into()],
         ..ParquetOptions::default()
     };
-    let summary = write_dataset(stream, &dest, "job-task-20261124", &options)
+    let summary = write_dataset(stream, &dest, "job-task-20261124", &options, &Sole)
         .await
         .unwrap();
     assert_eq!(summary.rows, 100_000);

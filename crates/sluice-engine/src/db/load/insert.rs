@@ -2,7 +2,7 @@
 //! every value a bind parameter, batched under the server's limit on
 //! parameters per statement.
 
-use super::{DbKind, DbTarget, create_statement, earlier, ensure_marker_table};
+use super::{DbKind, DbTarget, create_statement, earlier, ensure_marker_table, take};
 use super::{LoadRequest, Loaded, TablePlan, batch_error, canonical_columns, finish, quote};
 use crate::error::Result;
 use arrow::array::{Array, AsArray};
@@ -34,6 +34,7 @@ where
     for<'t> Vec<u8>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
+    DB::QueryResult: super::Affected,
 {
     let spec = req.spec;
     let fail = |what: &'static str| move |e: sqlx::Error| target.error(what, &e);
@@ -42,6 +43,17 @@ where
     ensure_marker_table::<DB>(conn, plan.kind)
         .await
         .map_err(fail("creating the load markers table"))?;
+    // The marker row exists before the transaction (see `staked`), so the
+    // commit's UPDATE locks that row alone: on MySQL an UPDATE that finds
+    // no row locks the gap, and two loads inserting there deadlock.
+    if let Some(done) = super::staked(
+        take::<DB>(conn, req.marker, plan.kind)
+            .await
+            .map_err(fail("taking the load marker"))?,
+        req.marker,
+    )? {
+        return Ok(done);
+    }
     if spec.create {
         (&mut *conn)
             .execute(AssertSqlSafe(create_statement(spec, plan)?))
@@ -156,7 +168,10 @@ where
     let rows = earlier::<DB>(conn, req.marker)
         .await
         .map_err(fail("reading the load markers"))?;
-    Ok(Loaded::Before(rows.unwrap_or(0)))
+    match rows {
+        Some(n) => Ok(Loaded::Before(n)),
+        None => Err(super::late(req.marker, None)),
+    }
 }
 
 /// Adds one value as a bind parameter. Dates and timestamps go as text

@@ -21,7 +21,9 @@
 pub(crate) mod insert;
 mod marker;
 
+pub(crate) use marker::Affected;
 pub use marker::LoadMarker;
+pub(crate) use marker::{Taken, take};
 pub(crate) use marker::{earlier, ensure_marker_table, ensure_marker_table_pg, record};
 
 use super::{DbKind, DbTarget, mysql, postgres, sqlite};
@@ -33,7 +35,7 @@ use sluice_core::config::{DaemonConfig, LoadMode, SqlLoad};
 use sqlx::Executor;
 
 /// What a load was asked to do, its templates rendered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct LoadRequest<'a> {
     pub spec: &'a SqlLoad,
     /// The table, rendered.
@@ -41,6 +43,8 @@ pub struct LoadRequest<'a> {
     /// For `mode = "delete_insert"`: the rendered `delete_where`.
     pub delete_where: Option<&'a str>,
     pub marker: &'a LoadMarker,
+    /// Asked just before the commit; see [`crate::fence`].
+    pub fence: &'a dyn crate::fence::Fence,
 }
 
 /// How a load ended.
@@ -62,43 +66,69 @@ impl Loaded {
 }
 
 /// The rows an earlier attempt of `marker`'s task instance loaded, if
-/// one committed. Creates the marker table when it is missing. Asked
-/// before the input is produced, so a retry after a crash does not read
-/// its source again.
-pub async fn earlier_load(
+/// one committed; otherwise stakes this attempt's claim on the marker
+/// (see [`marker::take`]), so that only this attempt's load can commit.
+/// Creates the marker table when it is missing. Asked before the input
+/// is produced, so a retry after a crash does not read its source again.
+/// [`Error::Fenced`] when a later attempt of the task instance took the
+/// marker: this one is late and must not load.
+pub async fn take_load(
     config: &DaemonConfig,
     spec: &SqlLoad,
     marker: &LoadMarker,
 ) -> Result<Option<u64>> {
     let target = DbTarget::resolve(config, &spec.connection)?;
-    let fail = |e: sqlx::Error| target.error("reading the load markers", &e);
-    match target.kind()? {
+    let fail = |e: sqlx::Error| target.error("taking the load marker", &e);
+    let kind = target.kind()?;
+    let taken = match kind {
         DbKind::Postgres => {
             let mut conn = target.connect::<sqlx::PgConnection>().await?;
             ensure_marker_table_pg(&mut conn).await.map_err(fail)?;
-            earlier::<sqlx::Postgres>(&mut conn, marker)
-                .await
-                .map_err(fail)
+            take::<sqlx::Postgres>(&mut conn, marker, kind).await
         }
         DbKind::MySql => {
             let mut conn = target.connect::<sqlx::MySqlConnection>().await?;
-            ensure_marker_table::<sqlx::MySql>(&mut conn, DbKind::MySql)
+            ensure_marker_table::<sqlx::MySql>(&mut conn, kind)
                 .await
                 .map_err(fail)?;
-            earlier::<sqlx::MySql>(&mut conn, marker)
-                .await
-                .map_err(fail)
+            take::<sqlx::MySql>(&mut conn, marker, kind).await
         }
         DbKind::Sqlite => {
             let mut conn = target.connect::<sqlx::SqliteConnection>().await?;
-            ensure_marker_table::<sqlx::Sqlite>(&mut conn, DbKind::Sqlite)
+            ensure_marker_table::<sqlx::Sqlite>(&mut conn, kind)
                 .await
                 .map_err(fail)?;
-            earlier::<sqlx::Sqlite>(&mut conn, marker)
-                .await
-                .map_err(fail)
+            take::<sqlx::Sqlite>(&mut conn, marker, kind).await
         }
     }
+    .map_err(fail)?;
+    Ok(staked(taken, marker)?.map(Loaded::rows))
+}
+
+/// What a load does after [`take`]: go on (`None`), stop because an
+/// attempt loaded already, or fail because a later one took over. Each
+/// load takes the marker again right before its transaction (a no-op
+/// after [`take_load`]), so the row it will update exists.
+pub(crate) fn staked(taken: Taken, marker: &LoadMarker) -> Result<Option<Loaded>> {
+    match taken {
+        Taken::Mine => Ok(None),
+        Taken::Loaded(rows) => Ok(Some(Loaded::Before(rows))),
+        Taken::Later(later) => Err(late(marker, Some(later))),
+    }
+}
+
+/// The error of an attempt that a later one overtook.
+pub(crate) fn late(marker: &LoadMarker, later: Option<i64>) -> Error {
+    Error::Fenced(match later {
+        Some(n) => format!(
+            "attempt {n} of this task instance took over its load from attempt {}",
+            marker.attempt
+        ),
+        None => format!(
+            "another attempt of this task instance took over its load from attempt {}",
+            marker.attempt
+        ),
+    })
 }
 
 /// Writes `stream` into the requested table, with its marker row.
@@ -226,8 +256,9 @@ pub(crate) fn batch_error(e: datafusion::error::DataFusionError) -> Error {
     Error::from(e)
 }
 
-/// Records the marker and commits (true); or, when an attempt of the
-/// same generation committed first, rolls back (false).
+/// Records the marker and commits (true); or, when another attempt of
+/// the same generation committed first or took the marker, rolls back
+/// (false). Fails, rolling back, when the fence says the claim is lost.
 pub(crate) async fn finish<DB: sqlx::Database>(
     target: &DbTarget,
     mut tx: sqlx::Transaction<'_, DB>,
@@ -240,8 +271,12 @@ where
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Decode<'t, DB> + sqlx::Type<DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
+    DB::QueryResult: Affected,
 {
     let fail = |what: &'static str| move |e: sqlx::Error| target.error(what, &e);
+    // A replica that stalled past its claim rolls back (dropping the
+    // transaction) rather than commit what the new attempt will load.
+    req.fence.check().await?;
     let first = record::<DB>(&mut tx, req.marker, req.table, written)
         .await
         .map_err(fail("recording the load"))?;

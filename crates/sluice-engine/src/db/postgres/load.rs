@@ -27,21 +27,16 @@ pub(crate) async fn load(
     ensure_marker_table_pg(&mut conn)
         .await
         .map_err(fail("creating the load markers table"))?;
-    let mut tx = conn.begin().await.map_err(fail("starting a transaction"))?;
-    if spec.create {
-        // Two loads creating one new table at once collide in the catalog
-        // (a duplicate pg_type row), IF NOT EXISTS notwithstanding: the
-        // second waits for the first's commit, then finds the table.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("sluice create {}", plan.table))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail("locking the table's creation"))?;
-        (&mut *tx)
-            .execute(AssertSqlSafe(create_statement(spec, plan)?))
-            .await
-            .map_err(fail("creating the table"))?;
+    let taken = crate::db::load::take::<sqlx::Postgres>(&mut conn, req.marker, DbKind::Postgres)
+        .await
+        .map_err(fail("taking the load marker"))?;
+    if let Some(done) = crate::db::load::staked(taken, req.marker)? {
+        return Ok(done);
     }
+    if spec.create {
+        create_table(&mut conn, target, spec, plan).await?;
+    }
+    let mut tx = conn.begin().await.map_err(fail("starting a transaction"))?;
     // Binary COPY must send each column in its target type's wire form.
     let rows = sqlx::query(
         "SELECT attname::text, atttypid::int8 FROM pg_attribute \
@@ -175,5 +170,43 @@ pub(crate) async fn load(
     let rows = earlier::<sqlx::Postgres>(&mut conn, req.marker)
         .await
         .map_err(fail("reading the load markers"))?;
-    Ok(Loaded::Before(rows.unwrap_or(0)))
+    match rows {
+        Some(n) => Ok(Loaded::Before(n)),
+        None => Err(crate::db::load::late(req.marker, None)),
+    }
+}
+
+/// `create = true`: makes the table, when it is missing, in a short
+/// transaction of its own before the load's. Two loads creating one new
+/// table at once collide in the catalog (a duplicate pg_type row), IF NOT
+/// EXISTS notwithstanding, so the creation takes an advisory lock; held
+/// by the load's own transaction, that lock would stall every other load
+/// into the table for as long as this one streams its input (a replica
+/// frozen mid-load would stall them all).
+async fn create_table(
+    conn: &mut sqlx::PgConnection,
+    target: &DbTarget,
+    spec: &sluice_core::config::SqlLoad,
+    plan: &TablePlan,
+) -> Result<()> {
+    let fail = |what: &'static str| move |e: sqlx::Error| target.error(what, &e);
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(plan.table.clone())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(fail("looking for the table"))?;
+    if exists {
+        return Ok(());
+    }
+    let mut tx = conn.begin().await.map_err(fail("starting a transaction"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("sluice create {}", plan.table))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail("locking the table's creation"))?;
+    (&mut *tx)
+        .execute(AssertSqlSafe(create_statement(spec, plan)?))
+        .await
+        .map_err(fail("creating the table"))?;
+    tx.commit().await.map_err(fail("creating the table"))
 }
