@@ -22,22 +22,20 @@ impl Daemon {
             let mut ready = self.ready_units(&key, now, &mut run_wake).await?;
             let free = self.opts.workers.saturating_sub(self.running.len());
             let waiting_for_workers = ready.len() > free;
-            if waiting_for_workers && self.store.is_postgres() {
-                // Replicas that all asked for the first `free` ready units
-                // would mostly claim the same ones, and all but one would
-                // get nothing until their next pass. A random pick among
-                // the ready ones rarely collides. (On SQLite, the only
-                // replica keeps the DAG's order.)
-                fastrand::shuffle(&mut ready);
+            // On PostgreSQL, with more ready units than free workers, the
+            // store chooses which to claim (migration 6): replicas that
+            // chose for themselves kept choosing the same units, and all
+            // but one lost their claims until the next scan.
+            let store_picks = waiting_for_workers && free > 0 && self.store.is_postgres();
+            if waiting_for_workers && !store_picks {
+                if let Some(run) = self.active.get(&key) {
+                    // Work that started before goes first: a claim
+                    // re-queued from a dead process, and retries that came
+                    // due. (The store's pick does the same.)
+                    ready.sort_by_key(|u| run.tis.get(u).is_none_or(|t| t.try_number == 0));
+                }
+                ready.truncate(free);
             }
-            if waiting_for_workers && let Some(run) = self.active.get(&key) {
-                // Work that started before goes first: a claim re-queued
-                // from a dead replica (so it re-runs within one pass of
-                // its heartbeat timeout, not behind the whole queue), and
-                // retries that came due.
-                ready.sort_by_key(|u| run.tis.get(u).is_none_or(|t| t.try_number == 0));
-            }
-            ready.truncate(free);
             if let Some(run) = self.active.get_mut(&key) {
                 run.dirty = waiting_for_workers;
                 run.wake_at = run_wake;
@@ -45,7 +43,8 @@ impl Daemon {
             if let Some(w) = run_wake {
                 wake = Some(wake.map_or(w, |x| x.min(w)));
             }
-            self.start_many(&key, &ready, now).await?;
+            let limit = store_picks.then_some(free);
+            self.start_many(&key, &ready, limit, now).await?;
             self.maybe_finish(&key).await?;
         }
         self.flush().await?;
@@ -165,14 +164,16 @@ impl Daemon {
         }
     }
 
-    /// Claims and spawns one unit.
+    /// Claims and spawns ready units: all of `units`, or with `limit`
+    /// at most that many of them, as the store picks.
     pub(super) async fn start_many(
         &mut self,
         key: &(String, String),
         units: &[String],
+        limit: Option<usize>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        if units.is_empty() {
+        if units.is_empty() || limit == Some(0) {
             return Ok(());
         }
         let seq = self.next_log_seq();
@@ -191,6 +192,13 @@ impl Daemon {
         // What finished is written in the same transaction, before what
         // it made ready is claimed.
         let ops = std::mem::take(&mut self.pending);
+        let offered: Vec<(String, Vec<String>)> = match limit {
+            Some(_) => units
+                .iter()
+                .map(|u| (u.clone(), run.units.members(u)))
+                .collect(),
+            None => Vec::new(),
+        };
         let claim = Claim {
             dag: &key.0,
             run_id: &key.1,
@@ -199,6 +207,10 @@ impl Daemon {
             worker: &self.opts.worker_id,
             now: micros(now),
             seq,
+            pick: limit.map(|limit| Pick {
+                limit,
+                units: &offered,
+            }),
         };
         let claimed: HashSet<String> = match self.store.apply_and_claim(&ops, &claim).await {
             Ok(got) => got.into_iter().collect(),
@@ -213,6 +225,13 @@ impl Daemon {
         for unit in units {
             if claimed.contains(unit) {
                 self.start(key, unit, now);
+            } else if limit.is_some() {
+                // Not picked, or held by another replica: the next pass
+                // offers it again if a worker is still free, and the next
+                // scan shows who runs it.
+                if let Some(run) = self.active.get_mut(key) {
+                    run.dirty = true;
+                }
             } else if let Some(run) = self.active.get_mut(key) {
                 // Another replica took it; its state comes with the next
                 // scan. The worker it would have taken is still free: look

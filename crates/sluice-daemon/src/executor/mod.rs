@@ -16,7 +16,7 @@ use crate::jobs::JobSet;
 use crate::metrics::{Metrics, TaskCounts};
 use crate::retry::retry_delay;
 use crate::state::{
-    Claim, NewRun, Op, RunRow, RunState, StateStore, TaskInstanceRow, TaskState, TiUpdate,
+    Claim, NewRun, Op, Pick, RunRow, RunState, StateStore, TaskInstanceRow, TaskState, TiUpdate,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;

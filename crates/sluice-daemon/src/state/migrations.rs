@@ -256,4 +256,104 @@ pub const MIGRATIONS: &[Migration] = &[
         $fn$",
         ],
     },
+    Migration {
+        version: 6,
+        name: "the store picks which ready units a replica claims",
+        // A replica with more ready units than free workers used to guess
+        // which to claim; replicas guessing the same ones lost most of
+        // their claims until their next scan. Now it offers them all with
+        // a limit, and the store claims up to the limit among those no
+        // other replica holds (FOR UPDATE SKIP LOCKED). The rest of the
+        // function is migration 5's.
+        statements: &[],
+        postgres: &[
+            "CREATE OR REPLACE FUNCTION sluice_apply(ops json, claim json)
+            RETURNS SETOF text LANGUAGE plpgsql AS $fn$
+        DECLARE
+            claimed text[];
+            announced text[];
+            claim_at bigint;
+            claim_dag text;
+            claim_run text;
+            claim_worker text;
+            claim_seq bigint;
+            offered jsonb;
+        BEGIN
+            UPDATE task_instances AS ti SET state = v.state, failures = v.failures,
+                next_try_at = v.next_try_at, ended_at = v.ended_at, rows_in = v.rows_in,
+                rows_out = v.rows_out, bad_records = v.bad_records,
+                bytes_written = v.bytes_written, error = v.error, watermark = v.watermark,
+                ended_by = ti.worker, worker = NULL
+            FROM json_to_recordset(ops->'finished') AS v(dag text, run_id text, task text,
+                state text, failures bigint, next_try_at bigint, ended_at bigint,
+                rows_in bigint, rows_out bigint, bad_records bigint, bytes_written bigint,
+                error text, watermark text, fence_worker text, fence_attempt bigint)
+            WHERE ti.dag = v.dag AND ti.run_id = v.run_id AND ti.task = v.task
+                AND ti.state = 'running' AND ti.worker = v.fence_worker
+                AND ti.try_number = v.fence_attempt;
+            UPDATE task_instances AS ti SET state = v.state
+            FROM json_to_recordset(ops->'states') AS v(dag text, run_id text, task text,
+                state text)
+            WHERE ti.dag = v.dag AND ti.run_id = v.run_id AND ti.task = v.task;
+            INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message)
+                SELECT v.dag, v.run_id, v.task, v.attempt, v.seq, v.at, v.level, v.message
+                FROM json_to_recordset(ops->'logs') AS v(dag text, run_id text, task text,
+                    attempt bigint, seq bigint, at bigint, level text, message text)
+                ON CONFLICT DO NOTHING;
+            IF claim IS NULL THEN
+                RETURN;
+            END IF;
+            announced := ARRAY(SELECT json_array_elements_text(claim->'announce'));
+            -- Read once: `claim->>…` in a statement parses the whole claim
+            -- again for every row it is evaluated on.
+            claim_at := (claim->>'now')::bigint;
+            claim_dag := claim->>'dag';
+            claim_run := claim->>'run_id';
+            claim_worker := claim->>'worker';
+            claim_seq := (claim->>'seq')::bigint;
+            IF claim->'limit' IS NULL THEN
+                claimed := ARRAY(SELECT json_array_elements_text(claim->'tasks'));
+            ELSE
+                -- The store picks: at most `limit` of the units offered,
+                -- skipping those another replica is claiming right now,
+                -- re-runs first and the rest at random, then every member
+                -- of each unit picked.
+                -- As jsonb, parsed once: a json value is parsed again by
+                -- every operator applied to it.
+                offered := claim->'units';
+                claimed := ARRAY(
+                    SELECT m FROM (
+                        SELECT ti.task FROM task_instances AS ti
+                        WHERE ti.dag = claim_dag AND ti.run_id = claim_run
+                            AND ti.state IN ('scheduled', 'up_for_retry', 'up_for_reschedule')
+                            AND offered ? ti.task
+                        ORDER BY ti.try_number = 0, random()
+                        LIMIT (claim->>'limit')::int
+                        FOR UPDATE SKIP LOCKED
+                    ) AS picked,
+                    LATERAL jsonb_array_elements_text(offered->picked.task) AS m);
+            END IF;
+            RETURN QUERY UPDATE task_instances AS ti SET state = 'running',
+                    try_number = ti.try_number
+                        + CASE WHEN ti.state = 'up_for_reschedule' THEN 0 ELSE 1 END,
+                    started_at = claim_at, first_try_at = COALESCE(ti.first_try_at, claim_at),
+                    worker = claim_worker, heartbeat = claim_at, next_try_at = NULL
+                WHERE ti.dag = claim_dag AND ti.run_id = claim_run
+                    AND ti.state IN ('scheduled', 'up_for_retry', 'up_for_reschedule')
+                    AND ti.task = ANY(claimed)
+                RETURNING ti.task;
+            IF cardinality(announced) > 0 THEN
+                INSERT INTO task_logs (dag, run_id, task, attempt, seq, at, level, message)
+                    SELECT ti.dag, ti.run_id, ti.task, ti.try_number, claim_seq,
+                        claim_at, 'info', 'attempt ' || ti.try_number || ' started'
+                    FROM task_instances AS ti
+                    WHERE ti.dag = claim_dag AND ti.run_id = claim_run
+                        AND ti.task = ANY(announced) AND ti.state = 'running'
+                        AND ti.worker = claim_worker AND ti.started_at = claim_at
+                    ON CONFLICT DO NOTHING;
+            END IF;
+        END
+        $fn$",
+        ],
+    },
 ];

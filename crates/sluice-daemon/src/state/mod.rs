@@ -8,7 +8,7 @@ mod migrations;
 mod runs;
 mod states;
 
-pub use runs::{Claim, NewRun, Op, RunRow, TaskInstanceRow, TiUpdate};
+pub use runs::{Claim, NewRun, Op, Pick, RunRow, TaskInstanceRow, TiUpdate};
 pub use states::{RunState, TaskState, UnknownState};
 
 use crate::clock::micros;
@@ -315,13 +315,83 @@ mod tests {
         let store = StateStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
             .await
             .unwrap();
-        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            store.schema_versions().await.unwrap(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
         batched_ops_and_claims_land_as_written(&store).await;
+        the_store_picks_disjoint_units(&store).await;
         store.pool().close().await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
             .execute(&mut conn)
             .await
             .unwrap();
+    }
+
+    /// Run "r" of `dag`, with these tasks.
+    fn manual_run(dag: &str, tasks: &[String]) -> NewRun {
+        NewRun {
+            dag: dag.into(),
+            run_id: "r".into(),
+            logical_date: 0,
+            interval_start: 0,
+            interval_end: 1,
+            run_type: "manual".into(),
+            params: None,
+            tasks: tasks.to_vec(),
+            created_at: 0,
+        }
+    }
+
+    /// Two replicas offered the same 20 ready units with room for 4 each
+    /// get 4 each, none twice, every member of a unit with its head; a
+    /// re-run goes first.
+    async fn the_store_picks_disjoint_units(store: &StateStore) {
+        let heads: Vec<String> = (0..20).map(|i| format!("l{i:02}")).collect();
+        let mut tasks: Vec<String> = heads.iter().map(|h| format!("e{}", &h[1..])).collect();
+        tasks.extend(heads.iter().cloned());
+        assert!(store.create_run(&manual_run("pick", &tasks)).await.unwrap());
+        let units: Vec<(String, Vec<String>)> = heads
+            .iter()
+            .map(|h| (h.clone(), vec![format!("e{}", &h[1..]), h.clone()]))
+            .collect();
+        // l07 ran before and was put back: it goes first.
+        sqlx::query("UPDATE task_instances SET try_number = 1 WHERE dag = 'pick' AND task = 'l07'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let claim = |worker: &'static str| Claim {
+            dag: "pick",
+            run_id: "r",
+            tasks: &tasks,
+            announce: &tasks,
+            worker,
+            now: 5,
+            seq: 1,
+            pick: Some(Pick {
+                limit: 4,
+                units: &units,
+            }),
+        };
+        let (a, b) = (claim("wa"), claim("wb"));
+        let (ga, gb) = tokio::join!(
+            store.apply_and_claim(&[], &a),
+            store.apply_and_claim(&[], &b)
+        );
+        let (ga, gb) = (ga.unwrap(), gb.unwrap());
+        for got in [&ga, &gb] {
+            assert_eq!(got.len(), 8, "{got:?}");
+            for t in got {
+                let twin = if let Some(n) = t.strip_prefix('l') {
+                    format!("e{n}")
+                } else {
+                    format!("l{}", &t[1..])
+                };
+                assert!(got.contains(&twin), "{t} without {twin}: {got:?}");
+            }
+        }
+        assert!(ga.iter().all(|t| !gb.contains(t)), "{ga:?} {gb:?}");
+        assert!(ga.contains(&"l07".to_string()) || gb.contains(&"l07".to_string()));
     }
 
     /// Values that would break a statement built by splicing text: task
@@ -330,17 +400,7 @@ mod tests {
 
     async fn batched_ops_and_claims_land_as_written(store: &StateStore) {
         let tasks: Vec<String> = ["a", "b", "c"].iter().map(|t| t.to_string()).collect();
-        let run = NewRun {
-            dag: "d".into(),
-            run_id: "r".into(),
-            logical_date: 0,
-            interval_start: 0,
-            interval_end: 1,
-            run_type: "manual".into(),
-            params: None,
-            tasks: tasks.clone(),
-            created_at: 0,
-        };
+        let run = manual_run("d", &tasks);
         assert!(store.create_run(&run).await.unwrap());
         let claim = Claim {
             dag: "d",
@@ -350,6 +410,7 @@ mod tests {
             worker: "w1",
             now: 10,
             seq: 1,
+            pick: None,
         };
         let mut got = store.apply_and_claim(&[], &claim).await.unwrap();
         got.sort();
@@ -448,6 +509,7 @@ mod tests {
             worker,
             now,
             seq: now,
+            pick: None,
         };
         assert_eq!(
             store
@@ -524,11 +586,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/sub/state.db", dir.path().display());
         let store = StateStore::connect(&url).await.unwrap();
-        assert_eq!(store.schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            store.schema_versions().await.unwrap(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
         drop(store);
         // A second start finds the schema in place.
         let again = StateStore::connect(&url).await.unwrap();
-        assert_eq!(again.schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            again.schema_versions().await.unwrap(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
         assert!(dir.path().join("sub/state.db").exists());
     }
 }

@@ -112,6 +112,20 @@ pub struct Claim<'a> {
     pub now: i64,
     /// The log sequence number of those lines.
     pub seq: i64,
+    /// On PostgreSQL, with more ready units than free workers: let the
+    /// store choose which to claim. `None`: claim all of `tasks`.
+    pub pick: Option<Pick<'a>>,
+}
+
+/// A choice the store makes for a replica (see migration 6): at most
+/// `limit` of `units`, among those no other replica holds or is claiming,
+/// re-runs first and the rest at random.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    pub limit: usize,
+    /// Each unit: its head task (the one that decides it is free) and
+    /// all its members, the head among them.
+    pub units: &'a [(String, Vec<String>)],
 }
 
 /// A write the executor batches: many go to the store in one round trip.
@@ -707,13 +721,25 @@ impl StateStore {
                 "finished": rows.finished, "states": rows.states, "logs": rows.logs,
             });
             let claim = claim.map(|c| {
-                json!({
+                let mut claim = json!({
                     "dag": text(c.dag), "run_id": text(c.run_id),
                     "tasks": c.tasks.iter().map(|t| text(t)).collect::<Vec<_>>(),
                     "announce": c.announce.iter().map(|t| text(t)).collect::<Vec<_>>(),
                     "worker": text(c.worker), "now": c.now, "seq": c.seq,
-                })
-                .to_string()
+                });
+                if let Some(pick) = &c.pick {
+                    let units: serde_json::Map<String, Value> = pick
+                        .units
+                        .iter()
+                        .map(|(head, members)| {
+                            let members: Vec<Value> = members.iter().map(|m| text(m)).collect();
+                            (head.clone(), Value::from(members))
+                        })
+                        .collect();
+                    claim["limit"] = json!(pick.limit);
+                    claim["units"] = Value::Object(units);
+                }
+                claim.to_string()
             });
             sqlx::query(POSTGRES_APPLY)
                 .bind(ops.to_string())
@@ -721,6 +747,8 @@ impl StateStore {
                 .fetch_all(self.pool())
                 .await
         } else {
+            // One replica holds a SQLite store: it claims what it chose.
+            debug_assert!(claim.is_none_or(|c| c.pick.is_none()));
             let list = |tasks: &[String]| {
                 Value::from(tasks.iter().map(|t| text(t)).collect::<Vec<_>>()).to_string()
             };
