@@ -23,6 +23,7 @@ mod sql;
 mod sql_memory_tests;
 mod staging;
 mod store;
+pub mod stream;
 pub mod validate;
 
 pub use db::{MarkSource, cancel_abandoned, has_abandoned};

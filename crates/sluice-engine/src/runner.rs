@@ -55,6 +55,16 @@ impl Engine {
         self
     }
 
+    /// The memory pool and spill space every SQL session shares.
+    pub(crate) fn runtime(&self) -> Arc<datafusion::execution::runtime_env::RuntimeEnv> {
+        self.runtime.clone()
+    }
+
+    /// The dead-letter store's root.
+    pub(crate) fn dead_letter_root(&self) -> &Location {
+        &self.dead_letter
+    }
+
     /// Where a task's bad records go for one logical date.
     pub fn dead_letter_dir(&self, job: &str, task: &str, ctx: &RunContext) -> Location {
         self.dead_letter

@@ -20,6 +20,7 @@ use std::time::Duration;
 struct RawJob {
     name: Option<String>,
     description: Option<String>,
+    mode: Option<String>,
     schedule: Option<String>,
     timezone: Option<String>,
     start: Option<String>,
@@ -43,6 +44,8 @@ pub struct Job {
     pub file: PathBuf,
     pub name: String,
     pub description: Option<String>,
+    /// Scheduled runs, or one stream that runs while the daemon runs.
+    pub mode: JobMode,
     pub schedule: Option<Schedule>,
     pub timezone: Tz,
     pub start: Option<DateTime<Tz>>,
@@ -56,7 +59,22 @@ pub struct Job {
     pub dag: Dag,
 }
 
+/// How a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobMode {
+    /// Runs per logical date, on its schedule or when triggered.
+    #[default]
+    Batch,
+    /// `mode = "stream"`: follows its log files while the daemon runs,
+    /// committing Parquet files and offsets together.
+    Stream,
+}
+
 impl Job {
+    pub fn is_stream(&self) -> bool {
+        self.mode == JobMode::Stream
+    }
+
     pub fn task(&self, id: &str) -> Option<&Task> {
         self.tasks.iter().find(|t| t.id == id)
     }
@@ -238,6 +256,34 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
             Tz::UTC
         }
     };
+    let mode = match raw.mode.as_deref() {
+        None | Some("batch") => JobMode::Batch,
+        Some("stream") => JobMode::Stream,
+        Some(other) => {
+            errors.push(err(
+                "mode",
+                format!("unknown mode \"{other}\"; expected \"batch\" or \"stream\""),
+            ));
+            JobMode::Batch
+        }
+    };
+    if mode == JobMode::Stream {
+        for (key, set) in [
+            ("schedule", raw.schedule.is_some()),
+            ("start", raw.start.is_some()),
+            ("end", raw.end.is_some()),
+            ("catchup", raw.catchup.is_some()),
+            ("max_active_runs", raw.max_active_runs.is_some()),
+            ("sla", raw.sla.is_some()),
+        ] {
+            if set {
+                errors.push(err(
+                    key,
+                    "a stream job runs while the daemon runs: it has no schedule, runs or logical dates".into(),
+                ));
+            }
+        }
+    }
     let schedule = raw.schedule.as_deref().and_then(|s| {
         Schedule::parse(s)
             .map_err(|m| errors.push(err("schedule", m)))
@@ -333,6 +379,7 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
         file: file.to_path_buf(),
         name,
         description: raw.description,
+        mode,
         schedule,
         timezone,
         start,
@@ -441,6 +488,11 @@ pub fn parse_job(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) 
             Err(e @ DagError::Cycle(_)) => errors.push(err("tasks", e.to_string())),
             Err(e) => errors.push(err("tasks", e.to_string())),
         }
+    }
+    match job.mode {
+        JobMode::Stream if errors.is_empty() => super::stream::check(&job, &mut errors),
+        JobMode::Stream => {}
+        JobMode::Batch => super::stream::batch_keys(&job, &mut errors),
     }
     if errors.is_empty() {
         Ok(job)

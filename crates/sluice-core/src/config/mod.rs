@@ -6,11 +6,12 @@
 
 mod daemon;
 mod job;
+mod stream;
 mod task;
 mod types;
 
 pub use daemon::{Connection, DaemonConfig};
-pub use job::{Job, job_sources, load_job, load_jobs_dir, parse_job};
+pub use job::{Job, JobMode, job_sources, load_job, load_jobs_dir, parse_job};
 pub use task::{
     Check, Compression, DEFAULT_ROW_GROUP_SIZE, DEFAULT_SQL_BATCH_SIZE, Extract, Load, LoadMode,
     LogFormat, LogsExtract, OnError, ParquetLoad, Sensor, SensorKind, SqlExtract, SqlLoad, Task,

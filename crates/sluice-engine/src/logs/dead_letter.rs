@@ -34,6 +34,15 @@ impl DeadLetter {
         })
     }
 
+    /// A dead-letter file at `file`, replacing it when it is finished.
+    pub fn create(file: Location) -> Self {
+        DeadLetter {
+            location: file,
+            writer: None,
+            written: 0,
+        }
+    }
+
     pub async fn write(&mut self, records: &[BadRecord]) -> Result<()> {
         let mut text = Vec::with_capacity(records.len() * 256);
         for r in records {

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 pub use dead_letter::DeadLetter;
-pub use source::LogsSource;
+pub use source::{LogsSource, stream_parser};
 
 /// A piece of one file that ends at a record boundary.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::producers::Producers;
 use crate::schema::declared_schema;
 use crate::store::{Location, Stores};
+use arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -66,41 +67,16 @@ impl LogsSource {
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?
         };
-        let max = spec.max_line_bytes;
-        let (parser, boundary): (Arc<dyn Parser>, Boundary) = match &spec.format {
-            LogFormat::Jsonl => {
-                let schema = match &spec.schema {
-                    Some(cols) => declared_schema(cols),
-                    None => super::jsonl::infer_schema(&sample().await?)?,
-                };
-                (Arc::new(JsonlParser::new(schema, max)), Boundary::Newline)
-            }
-            LogFormat::Csv { delimiter, header } => {
-                let schema = match &spec.schema {
-                    Some(cols) => declared_schema(cols),
-                    None => super::csv::infer_schema(&sample().await?, *delimiter, *header)?,
-                };
-                (
-                    Arc::new(CsvParser::new(schema, *delimiter, *header, max)),
-                    Boundary::QuotedNewline,
-                )
-            }
-            LogFormat::NginxCombined | LogFormat::ApacheCombined => {
-                (Arc::new(CombinedParser::new(max)), Boundary::Newline)
-            }
-            LogFormat::Regex { pattern } => {
-                let types = spec.schema.clone().unwrap_or_default();
-                (
-                    Arc::new(RegexParser::new(
-                        pattern,
-                        &types,
-                        max,
-                        spec.timestamp_format.clone(),
-                    )?),
-                    Boundary::Newline,
-                )
-            }
+        let inferred = match (&spec.format, &spec.schema) {
+            (LogFormat::Jsonl, None) => Some(super::jsonl::infer_schema(&sample().await?)?),
+            (LogFormat::Csv { delimiter, header }, None) => Some(super::csv::infer_schema(
+                &sample().await?,
+                *delimiter,
+                *header,
+            )?),
+            _ => None,
         };
+        let (parser, boundary) = parser_for(spec, inferred)?;
         let dead_letter = match (spec.on_error, dead_letter) {
             (OnError::DeadLetter, Some(loc)) => Some(DeadLetter::open(loc).await?),
             (OnError::DeadLetter, None) => {
@@ -212,6 +188,54 @@ pub(crate) fn split_glob(path: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The parser of `spec`'s format, with `inferred` as the schema when the
+/// format infers one and none is declared.
+fn parser_for(
+    spec: &LogsExtract,
+    inferred: Option<SchemaRef>,
+) -> Result<(Arc<dyn Parser>, Boundary)> {
+    let max = spec.max_line_bytes;
+    let schema = || match (&spec.schema, &inferred) {
+        (Some(cols), _) => Ok(declared_schema(cols)),
+        (None, Some(s)) => Ok(s.clone()),
+        (None, None) => Err(Error::Config(
+            "this format needs a schema: declare one (schema = { … })".into(),
+        )),
+    };
+    Ok(match &spec.format {
+        LogFormat::Jsonl => (
+            Arc::new(JsonlParser::new(schema()?, max)),
+            Boundary::Newline,
+        ),
+        LogFormat::Csv { delimiter, header } => (
+            Arc::new(CsvParser::new(schema()?, *delimiter, *header, max)),
+            Boundary::QuotedNewline,
+        ),
+        LogFormat::NginxCombined | LogFormat::ApacheCombined => {
+            (Arc::new(CombinedParser::new(max)), Boundary::Newline)
+        }
+        LogFormat::Regex { pattern } => {
+            let types = spec.schema.clone().unwrap_or_default();
+            (
+                Arc::new(RegexParser::new(
+                    pattern,
+                    &types,
+                    max,
+                    spec.timestamp_format.clone(),
+                )?),
+                Boundary::Newline,
+            )
+        }
+    })
+}
+
+/// The parser a stream of `spec` uses: its schema is declared or fixed
+/// by the format, never inferred. A stream reads whole lines, so a CSV
+/// field may not hold a newline.
+pub fn stream_parser(spec: &LogsExtract) -> Result<Arc<dyn Parser>> {
+    Ok(parser_for(spec, None)?.0)
+}
+
 /// The files a (rendered) path matches, sorted by name.
 pub async fn list_files(
     path: &str,
@@ -313,6 +337,7 @@ mod tests {
             on_error: OnError::Fail,
             schema: Some(vec![("n".into(), sluice_core::config::ColumnType::Int64)]),
             max_line_bytes: 1024,
+            max_buffer_bytes: None,
             timestamp_format: None,
         };
         let stores = Stores::new(Default::default());

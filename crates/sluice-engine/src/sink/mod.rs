@@ -2,10 +2,10 @@
 //! hive-style partitions and a publish that a retry always heals into
 //! exactly the run's new output.
 
-mod dictionary;
-mod encoder;
+pub(crate) mod dictionary;
+pub(crate) mod encoder;
 pub mod parquet;
-mod partition;
+pub(crate) mod partition;
 #[cfg(test)]
 mod publish_tests;
 

@@ -212,7 +212,7 @@ pub async fn write_dataset(
 /// The schema with string and binary views as plain strings and binaries:
 /// views are an in-memory layout, and not every Parquet reader (pyarrow
 /// among them) maps them back to strings.
-fn plain_types(schema: &SchemaRef) -> SchemaRef {
+pub(crate) fn plain_types(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -225,7 +225,7 @@ fn plain_types(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-fn to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(crate) fn to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
     }
@@ -244,7 +244,7 @@ fn to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-fn writer_properties(options: &ParquetOptions) -> Result<WriterProperties> {
+pub(crate) fn writer_properties(options: &ParquetOptions) -> Result<WriterProperties> {
     let compression = match options.compression {
         Compression::Zstd(level) => PqCompression::ZSTD(ZstdLevel::try_new(level)?),
         Compression::Snappy => PqCompression::SNAPPY,

@@ -55,6 +55,9 @@ pub struct LogsExtract {
     /// strftime format for `timestamp` columns of csv and regex formats;
     /// RFC 3339 when unset.
     pub timestamp_format: Option<String>,
+    /// Stream jobs: the input read ahead of what is written, at most
+    /// (bounds the stream's memory whatever the input rate).
+    pub max_buffer_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,7 @@ struct RawLogs {
     header: Option<bool>,
     max_line_bytes: Option<String>,
     timestamp_format: Option<String>,
+    max_buffer_bytes: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +302,20 @@ fn logs(
             }
         },
     };
+    let max_buffer_bytes = match raw.max_buffer_bytes.as_deref() {
+        None => Some(None),
+        Some(s) => match crate::units::parse_size(s) {
+            Ok(n) if n >= 1 << 20 => Some(Some(n)),
+            Ok(_) => {
+                err("max_buffer_bytes", "must be at least 1MiB".into());
+                None
+            }
+            Err(m) => {
+                err("max_buffer_bytes", m);
+                None
+            }
+        },
+    };
     if errors.len() > before {
         return None;
     }
@@ -309,6 +327,7 @@ fn logs(
         schema,
         max_line_bytes: max_line_bytes?,
         timestamp_format: raw.timestamp_format,
+        max_buffer_bytes: max_buffer_bytes?,
     })
 }
 

@@ -65,6 +65,10 @@ pub struct ParquetLoad {
     pub row_group_size: usize,
     /// A file is closed and the next one started past this many bytes.
     pub max_file_size: u64,
+    /// Stream jobs: files roll at about this size …
+    pub target_file_size: Option<u64>,
+    /// … or this long after their first line, whichever comes first.
+    pub max_file_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,8 @@ struct RawParquetLoad {
     compression_level: Option<i32>,
     row_group_size: Option<usize>,
     max_file_size: Option<String>,
+    target_file_size: Option<String>,
+    max_file_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +248,20 @@ fn parquet_load(
         None => Some(512 << 20),
         Some(s) => parse_size(s).map_err(|m| err("max_file_size", m)).ok(),
     };
+    let target_file_size = match raw.target_file_size.as_deref() {
+        None => Some(None),
+        Some(s) => parse_size(s)
+            .map_err(|m| err("target_file_size", m))
+            .ok()
+            .map(Some),
+    };
+    let max_file_age = match raw.max_file_age.as_deref() {
+        None => Some(None),
+        Some(s) => crate::units::parse_duration(s)
+            .map_err(|m| err("max_file_age", m))
+            .ok()
+            .map(Some),
+    };
     if errors.len() > before {
         return None;
     }
@@ -253,6 +273,8 @@ fn parquet_load(
         compression: compression?,
         row_group_size,
         max_file_size: max_file_size?,
+        target_file_size: target_file_size?,
+        max_file_age: max_file_age?,
     })
 }
 
