@@ -42,6 +42,91 @@ pub struct Metrics {
     tasks_running: IntGaugeVec,
     scheduler_pass: Histogram,
     state_store_errors: IntCounter,
+    streams: StreamMetrics,
+}
+
+/// The metrics of stream jobs. Lag has a `file` label: the files a
+/// stream's glob matches right now (a file's series goes when it does).
+struct StreamMetrics {
+    lines: IntCounterVec,
+    read_bytes: IntCounterVec,
+    bad_records: IntCounterVec,
+    files_rolled: IntCounterVec,
+    rolled_bytes: IntCounterVec,
+    vanished: IntCounterVec,
+    retries: IntCounterVec,
+    failures: IntCounterVec,
+    lag: IntGaugeVec,
+    checkpoint_age: prometheus::GaugeVec,
+    latency: HistogramVec,
+}
+
+impl StreamMetrics {
+    fn new(r: &Registry) -> StreamMetrics {
+        let c = |name: &str, help: &str| counter(r, name, help, &["dag"]);
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_stream_latency_seconds",
+                "From reading a stream segment's first line to its files being visible, per commit.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["dag"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(latency.clone())).expect("unique name");
+        let checkpoint_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "sluice_stream_checkpoint_age_seconds",
+                "Seconds since the stream's last commit (checkpoint and files).",
+            ),
+            &["dag"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(checkpoint_age.clone()))
+            .expect("unique name");
+        StreamMetrics {
+            lines: c(
+                "sluice_stream_lines_total",
+                "Lines streams read (good and bad).",
+            ),
+            read_bytes: c(
+                "sluice_stream_read_bytes_total",
+                "Bytes streams read from their files.",
+            ),
+            bad_records: c(
+                "sluice_stream_bad_records_total",
+                "Lines streams could not read (skipped or dead-lettered).",
+            ),
+            files_rolled: c(
+                "sluice_stream_files_rolled_total",
+                "Parquet files streams made visible.",
+            ),
+            rolled_bytes: c(
+                "sluice_stream_rolled_bytes_total",
+                "Bytes of the Parquet files streams made visible.",
+            ),
+            vanished: c(
+                "sluice_stream_vanished_files_total",
+                "Input files deleted before a stream read them to their end.",
+            ),
+            retries: c(
+                "sluice_stream_retries_total",
+                "Writes that failed, after which a stream read again from its last checkpoint.",
+            ),
+            failures: c(
+                "sluice_stream_failures_total",
+                "Streams that stopped on an error (restarted after a pause).",
+            ),
+            lag: gauge(
+                r,
+                "sluice_stream_lag_bytes",
+                "Bytes of a followed file not yet read.",
+                &["dag", "file"],
+            ),
+            checkpoint_age,
+            latency,
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -180,7 +265,9 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("unique name");
+        let streams = StreamMetrics::new(&r);
         Metrics {
+            streams,
             registry: r,
             task_runs,
             task_duration,
@@ -291,6 +378,67 @@ impl Metrics {
     }
 
     /// Every metric, in the Prometheus text format.
+    /// A stream stopped on an error.
+    pub fn stream_failed(&self, dag: &str) {
+        self.streams.failures.with_label_values(&[dag]).inc();
+    }
+
+    /// Moves what a running stream counted since the last call into the
+    /// metrics (its counters are drained).
+    pub fn stream_observed(&self, dag: &str, stats: &sluice_engine::stream::StreamStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.streams;
+        for (counter, value) in [
+            (&m.lines, &stats.lines),
+            (&m.read_bytes, &stats.bytes_read),
+            (&m.bad_records, &stats.bad),
+            (&m.files_rolled, &stats.files_rolled),
+            (&m.rolled_bytes, &stats.bytes_rolled),
+            (&m.vanished, &stats.vanished),
+            (&m.retries, &stats.retries),
+        ] {
+            counter
+                .with_label_values(&[dag])
+                .inc_by(value.swap(0, Relaxed));
+        }
+        for seconds in std::mem::take(&mut *stats.latencies.lock().expect("not poisoned")) {
+            m.latency.with_label_values(&[dag]).observe(seconds);
+        }
+        let committed = stats.committed_at_ms.load(Relaxed);
+        if committed > 0 {
+            let now = chrono::Utc::now().timestamp_millis() as f64;
+            m.checkpoint_age
+                .with_label_values(&[dag])
+                .set(((now - committed as f64) / 1000.0).max(0.0));
+        }
+        let lag = stats.lag.lock().expect("not poisoned");
+        // Series of files no longer followed go.
+        for family in self.registry.gather() {
+            if family.name() != "sluice_stream_lag_bytes" {
+                continue;
+            }
+            for metric in family.get_metric() {
+                let labels: Vec<(&str, &str)> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                let of_dag = labels.iter().any(|(n, v)| *n == "dag" && *v == dag);
+                if let Some((_, file)) = labels.iter().find(|(n, _)| *n == "file")
+                    && of_dag
+                    && !lag.contains_key(*file)
+                {
+                    let _ = m.lag.remove_label_values(&[dag, file]);
+                }
+            }
+        }
+        for (file, behind) in lag.iter() {
+            m.lag
+                .with_label_values(&[dag, file.as_str()])
+                .set(i64::try_from(*behind).unwrap_or(i64::MAX));
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::with_capacity(16 << 10);
         TextEncoder::new()

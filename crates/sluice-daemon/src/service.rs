@@ -45,11 +45,12 @@ pub fn daemon(store: StateStore, config: &DaemonConfig, opts: Options) -> Result
     let engine = Arc::new(Engine::new(config.clone())?.with_marks(Arc::new(store.clone())));
     Ok(Daemon::new(
         store,
-        Arc::new(EngineRunner(engine)),
+        Arc::new(EngineRunner(engine.clone())),
         Arc::new(SystemClock),
         job_set(config),
         opts,
-    ))
+    )
+    .with_streams(engine))
 }
 
 /// The daemon options `config` asks for.
@@ -71,6 +72,12 @@ pub async fn trigger(
     date: NaiveDate,
     params: Option<serde_json::Value>,
 ) -> Result<(String, bool)> {
+    if job.is_stream() {
+        return Err(crate::error::Error::Invalid(format!(
+            "{} is a stream job: it runs while the daemon runs and has no runs to trigger",
+            job.name
+        )));
+    }
     let (start, end) = job.interval_for_date(date);
     let run = new_run(job, "manual", start, end, params, Utc::now());
     let created = store.create_run(&run).await?;

@@ -112,7 +112,9 @@ pub async fn check_job(job: &Job, config: &DaemonConfig) -> Vec<ConfigError> {
             TaskKind::Load(Load::Parquet(p)) => {
                 if let Some(schema) = schemas.get(&p.input) {
                     for col in &p.partition_by {
-                        if schema.field_with_name(col).is_err() {
+                        // A stream derives dt and hour from the event time.
+                        let derived = job.is_stream() && crate::stream::derives(col, schema);
+                        if schema.field_with_name(col).is_err() && !derived {
                             errors.push(err(
                                 id,
                                 "partition_by",

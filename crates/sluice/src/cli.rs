@@ -95,6 +95,8 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// Stream jobs: who runs each, its files, their offsets and lag.
+    Streams,
 }
 
 impl Args {
@@ -187,6 +189,7 @@ pub async fn dispatch(args: Args) -> Result<ExitCode> {
         }
         Command::Trigger { job, date, .. } => crate::daemon_cmd::trigger(config, &job, date).await,
         Command::Runs { job, limit } => crate::daemon_cmd::runs(config, &job, limit).await,
+        Command::Streams => crate::daemon_cmd::streams(config).await,
     }
 }
 

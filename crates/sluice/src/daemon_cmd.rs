@@ -5,7 +5,7 @@ use crate::summary::table;
 use anyhow::Result;
 use chrono::{NaiveDate, Utc};
 use sluice_core::config::DaemonConfig;
-use sluice_daemon::clock::from_micros;
+use sluice_daemon::clock::{from_micros, micros};
 use sluice_daemon::http::{self, Health, JobsView};
 use sluice_daemon::metrics::Metrics;
 use sluice_daemon::service;
@@ -269,6 +269,70 @@ pub async fn clear_via_api(
         }
         _ => Ok(refused(&answer)),
     }
+}
+
+/// Prints each stream job's owner and, per input file, where reading
+/// stands as of its last commit.
+pub async fn streams(config: DaemonConfig) -> Result<ExitCode> {
+    let store = StateStore::connect(&config.state).await?;
+    let now = chrono::Utc::now();
+    let mut rows = Vec::new();
+    for s in store.streams().await? {
+        let owner = match &s.owner {
+            Some(o) if s.lease_until >= micros(now) => o.clone(),
+            Some(o) => format!("{o} (lease lapsed)"),
+            None => "-".into(),
+        };
+        let committed = s
+            .committed_at
+            .map(|t| from_micros(t).format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "never".into());
+        let cp: sluice_engine::stream::Checkpoint = match &s.checkpoint {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| anyhow::anyhow!("stream {}: checkpoint does not read: {e}", s.job))?,
+            None => Default::default(),
+        };
+        if cp.cursors.is_empty() {
+            rows.push(vec![
+                s.job.clone(),
+                owner.clone(),
+                committed.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for (fp, c) in &cp.cursors {
+            rows.push(vec![
+                s.job.clone(),
+                owner.clone(),
+                committed.clone(),
+                format!("{} ({fp})", c.path.display()),
+                c.offset.to_string(),
+                c.size.saturating_sub(c.offset).to_string(),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        println!("no stream jobs have run");
+    } else {
+        print!(
+            "{}",
+            table(
+                &[
+                    "stream",
+                    "owner",
+                    "committed (UTC)",
+                    "file",
+                    "offset",
+                    "lag bytes"
+                ],
+                &rows,
+                99
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the recent runs of a job and their task states.

@@ -36,6 +36,7 @@ mod dispatch;
 mod fence;
 mod scheduling;
 mod shutdown;
+mod streams;
 mod task_runner;
 
 pub use task_runner::{AttemptFence, EngineRunner, TaskError, TaskRunner};
@@ -184,6 +185,7 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     jobs_view: Arc<JobsView>,
+    streams: streams::Streams,
 }
 
 impl Daemon {
@@ -214,7 +216,15 @@ impl Daemon {
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::new()),
             jobs_view: Arc::new(JobsView::new()),
+            streams: streams::Streams::new(None),
         }
+    }
+
+    /// Runs the stream jobs (`mode = "stream"`) on `engine`; without it
+    /// (`sluice run`, tests of the scheduler) they are not run.
+    pub fn with_streams(mut self, engine: Arc<Engine>) -> Daemon {
+        self.streams = streams::Streams::new(Some(engine));
+        self
     }
 
     /// Counts into `metrics` (those `/metrics` serves) instead of a
@@ -300,6 +310,7 @@ impl Daemon {
                 Err(e) => return Err(e),
             }
         }
+        self.stop_streams().await;
         let drained = self.drain().await;
         self.finish_cleanups().await;
         drained

@@ -106,6 +106,9 @@ impl Daemon {
             self.recover().await?;
         }
         self.refresh().await?;
+        if self.opts.only.is_none() {
+            self.sync_streams().await?;
+        }
         self.check_sla(now).await
     }
 

@@ -356,4 +356,20 @@ pub const MIGRATIONS: &[Migration] = &[
         $fn$",
         ],
     },
+    Migration {
+        version: 7,
+        name: "stream checkpoints and their owners",
+        // One row per stream job: the checkpoint (JSON: each input file's
+        // offset and the files the last commit made visible), replaced
+        // whole at each commit, and the replica that owns the stream
+        // until its lease runs out.
+        statements: &["CREATE TABLE streams (
+            job TEXT PRIMARY KEY,
+            checkpoint TEXT,
+            committed_at BIGINT,
+            owner TEXT,
+            lease_until BIGINT NOT NULL DEFAULT 0
+        )"],
+        postgres: &[],
+    },
 ];

@@ -7,9 +7,11 @@
 mod migrations;
 mod runs;
 mod states;
+mod streams;
 
 pub use runs::{Claim, NewRun, Op, Pick, RunRow, TaskInstanceRow, TiUpdate};
 pub use states::{RunState, TaskState, UnknownState};
+pub use streams::StreamRow;
 
 use crate::clock::micros;
 use crate::error::{Error, Result};
@@ -317,15 +319,55 @@ mod tests {
             .unwrap();
         assert_eq!(
             store.schema_versions().await.unwrap(),
-            vec![1, 2, 3, 4, 5, 6]
+            vec![1, 2, 3, 4, 5, 6, 7]
         );
         batched_ops_and_claims_land_as_written(&store).await;
         the_store_picks_disjoint_units(&store).await;
+        streams_are_committed_by_their_owner_alone(&store).await;
         store.pool().close().await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
             .execute(&mut conn)
             .await
             .unwrap();
+    }
+
+    /// A stream's lease goes to one replica at a time, and only the holder
+    /// commits: a replica whose lease ran out and was taken commits
+    /// nothing.
+    async fn streams_are_committed_by_their_owner_alone(store: &StateStore) {
+        assert!(store.lease_stream("tail", "a", 100, 200).await.unwrap());
+        assert!(!store.lease_stream("tail", "b", 150, 250).await.unwrap());
+        assert!(store.lease_stream("tail", "a", 150, 250).await.unwrap());
+        assert!(
+            store
+                .commit_stream("tail", "a", "{\"n\":1}", 160)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .commit_stream("tail", "b", "{\"n\":2}", 160)
+                .await
+                .unwrap()
+        );
+        // a is frozen past its lease; b takes the stream.
+        assert!(store.lease_stream("tail", "b", 300, 400).await.unwrap());
+        assert!(
+            !store
+                .commit_stream("tail", "a", "{\"n\":3}", 260)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.stream_checkpoint("tail").await.unwrap().as_deref(),
+            Some("{\"n\":1}")
+        );
+        store.release_stream("tail", "b").await.unwrap();
+        assert!(store.lease_stream("tail", "c", 301, 500).await.unwrap());
+        let rows = store.streams().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].owner.as_deref(), Some("c"));
+        assert_eq!(rows[0].committed_at, Some(160));
     }
 
     /// Run "r" of `dag`, with these tasks.
@@ -588,14 +630,15 @@ mod tests {
         let store = StateStore::connect(&url).await.unwrap();
         assert_eq!(
             store.schema_versions().await.unwrap(),
-            vec![1, 2, 3, 4, 5, 6]
+            vec![1, 2, 3, 4, 5, 6, 7]
         );
+        streams_are_committed_by_their_owner_alone(&store).await;
         drop(store);
         // A second start finds the schema in place.
         let again = StateStore::connect(&url).await.unwrap();
         assert_eq!(
             again.schema_versions().await.unwrap(),
-            vec![1, 2, 3, 4, 5, 6]
+            vec![1, 2, 3, 4, 5, 6, 7]
         );
         assert!(dir.path().join("sub/state.db").exists());
     }

@@ -381,17 +381,17 @@ fn ti_row(r: &AnyRow) -> sqlx::Result<TaskInstanceRow> {
     })
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 impl StateStore {
     /// Runs a statement; returns how many rows it changed.
-    async fn exec(&self, query: AnyQuery<'_>) -> Result<u64> {
+    pub(super) async fn exec(&self, query: AnyQuery<'_>) -> Result<u64> {
         let done = query.execute(self.pool()).await.map_err(|e| self.err(e))?;
         Ok(done.rows_affected())
     }
 
     /// Runs `query` and decodes each row with `decode`.
-    async fn fetch<T>(
+    pub(super) async fn fetch<T>(
         &self,
         query: AnyQuery<'_>,
         decode: fn(&AnyRow) -> sqlx::Result<T>,

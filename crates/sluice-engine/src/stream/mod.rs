@@ -533,7 +533,7 @@ async fn output_schema(
         if schema.field_with_name(column).is_ok() {
             continue;
         }
-        if DerivedPart::of(column).is_none() || event_time(&schema).is_none() {
+        if !derives(column, &schema) {
             return Err(Error::Config(format!(
                 "tasks.{}.partition_by: column \"{column}\" is not in the data, and only dt and hour are derived (from a timestamp column); columns: {}",
                 plan.load_id,
@@ -543,6 +543,12 @@ async fn output_schema(
         fields.push(Field::new(column, DataType::Utf8, true));
     }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Whether a stream derives partition column `name` from a timestamp
+/// column of `schema` (`dt` or `date`: `YYYY-MM-DD`, `hour`: `HH`, in UTC).
+pub fn derives(name: &str, schema: &Schema) -> bool {
+    DerivedPart::of(name).is_some() && event_time(schema).is_some()
 }
 
 /// A partition column made from the event time.

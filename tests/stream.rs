@@ -1,0 +1,241 @@
+//! A stream job under fire: a writer appends 1,000,000 numbered lines
+//! across a rotation by rename and one by copytruncate while `sluice
+//! serve` follows them; the daemon is killed with SIGKILL at three random
+//! moments and started again. Every line must be in the Parquet output
+//! exactly once, as an independent reader (pyarrow) counts them.
+
+#[path = "../crates/sluice/tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const LINES: u64 = 1_000_000;
+/// Lines per write; the writer sleeps a little between writes, so that
+/// the run spans the kills.
+const BATCH: u64 = 5_000;
+
+fn job(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+mode = "stream"
+[tasks.lines]
+extract = "logs"
+path = "{d}/logs/app.log*"
+format = "jsonl"
+schema = {{ n = "int64", ts = "timestamp", msg = "string" }}
+on_error = "fail"
+[tasks.lake]
+load = "parquet"
+input = "lines"
+url = "file://{d}/out/"
+partition_by = ["dt", "hour"]
+target_file_size = "2MiB"
+max_file_age = "1s"
+"#
+    )
+}
+
+/// `sluice serve` on the stream job, its log going to `log`.
+fn serve(dir: &Path, log: &Path) -> Child {
+    common::sluice(dir)
+        .arg("--config")
+        .arg(dir.join("sluice.toml"))
+        .arg("serve")
+        .env("SLUICE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start sluice serve")
+}
+
+fn append(path: &Path, from: u64, to: u64) {
+    let mut text = String::with_capacity(((to - from) * 80) as usize);
+    for n in from..to {
+        // A second a line from 2026-12-03T00:00Z: the hours roll by.
+        let secs = 1_796_256_000 + n as i64;
+        let ts = chrono::DateTime::from_timestamp(secs, 0)
+            .unwrap()
+            .to_rfc3339();
+        text.push_str(&format!(r#"{{"n":{n},"ts":"{ts}","msg":"line {n}"}}"#));
+        text.push('\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Rows in the published Parquet files, and how many distinct numbers,
+/// by pyarrow.
+fn published(out: &Path) -> (u64, u64, i64, i64) {
+    let script = r#"
+import sys, pathlib
+import pyarrow.parquet as pq
+import pyarrow.compute as pc
+import pyarrow as pa
+files = sorted(p for p in pathlib.Path(sys.argv[1]).rglob("*.parquet"))
+if not files:
+    print(0, 0, -1, -1); sys.exit(0)
+cols = [pq.read_table(f, columns=["n"]).column("n") for f in files]
+n = pa.chunked_array([c for col in cols for c in col.chunks], type=pa.int64())
+print(len(n), len(pc.unique(n)), pc.min(n).as_py(), pc.max(n).as_py())
+"#;
+    let text = common::python_script(script, &[&out.display().to_string()]);
+    let v: Vec<i64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0] as u64, v[1] as u64, v[2], v[3])
+}
+
+fn hidden_files(out: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, found);
+            } else if p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".sluice-stream-"))
+            {
+                found.push(p);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(out, &mut found);
+    found
+}
+
+#[test]
+fn every_line_once_across_rotations_and_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("jobs")).unwrap();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    std::fs::write(d.join("jobs/tail.toml"), job(d)).unwrap();
+    std::fs::write(
+        d.join("sluice.toml"),
+        format!(
+            "jobs = \"{0}/jobs\"\nstate = \"sqlite://{0}/state.db\"\nstaging = \"file://{0}/staging\"\n\
+             dead_letter = \"file://{0}/dead\"\nlisten = \"127.0.0.1:0\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let log = d.join("logs/app.log");
+    let written = Arc::new(AtomicU64::new(0));
+    let (mut daemon, kills) = std::thread::scope(|scope| {
+        let writer = scope.spawn({
+            let (log, written, d) = (log.clone(), written.clone(), d.to_path_buf());
+            move || {
+                let mut n = 0;
+                let (mut renamed, mut copied) = (false, false);
+                while n < LINES {
+                    if n >= LINES / 3 && !renamed {
+                        renamed = true;
+                        // logrotate's default: rename, and the writer opens a
+                        // new file at the old path.
+                        std::fs::rename(&log, d.join("logs/app.log.1")).unwrap();
+                    }
+                    if n >= 2 * LINES / 3 && !copied {
+                        copied = true;
+                        // copytruncate: the writer pauses while the copy is
+                        // taken (lines written between the copy and the
+                        // truncation are lost by copytruncate itself).
+                        std::fs::copy(&log, d.join("logs/app.log.2")).unwrap();
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&log)
+                            .unwrap()
+                            .set_len(0)
+                            .unwrap();
+                    }
+                    append(&log, n, n + BATCH);
+                    n += BATCH;
+                    written.store(n, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(40));
+                }
+            }
+        });
+
+        // Three kills at random moments while the writer writes.
+        let mut daemon = serve(d, &d.join("serve-0.log"));
+        let mut kills = Vec::new();
+        for k in 1..=3u64 {
+            let at = (k * LINES / 4) + fastrand::u64(0..LINES / 8);
+            while written.load(Ordering::SeqCst) < at {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(fastrand::u64(0..400)));
+            daemon.kill().unwrap(); // SIGKILL
+            daemon.wait().unwrap();
+            kills.push(written.load(Ordering::SeqCst));
+            daemon = serve(d, &d.join(format!("serve-{k}.log")));
+        }
+        writer.join().unwrap();
+        (daemon, kills)
+    });
+
+    // Everything is published within a while of the last line.
+    let out = d.join("out");
+    let t0 = Instant::now();
+    let counts = loop {
+        let c = published(&out);
+        if c.0 >= LINES || t0.elapsed() > Duration::from_secs(120) {
+            break c;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    // A clean stop (SIGTERM) commits what is left and leaves no hidden file.
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    let status = daemon.wait().unwrap();
+    let logs: String = (0..=3)
+        .map(|k| std::fs::read_to_string(d.join(format!("serve-{k}.log"))).unwrap_or_default())
+        .collect();
+    assert!(status.success(), "sluice serve failed: {logs}");
+    assert_eq!(
+        counts,
+        (LINES, LINES, 0, LINES as i64 - 1),
+        "rows, distinct numbers, min, max (kills after {kills:?} lines written); logs:\n{}",
+        logs.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(published(&out), counts, "the stop published nothing more");
+    assert_eq!(hidden_files(&out), Vec::<PathBuf>::new());
+    assert!(
+        !logs.contains("\"ERROR\""),
+        "errors in the daemon's logs:\n{}",
+        logs.lines()
+            .filter(|l| l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // `sluice streams` shows the three files and where each stands.
+    let listing = common::run(
+        common::sluice(d)
+            .arg("--config")
+            .arg(d.join("sluice.toml"))
+            .arg("streams"),
+    );
+    let text = common::stdout(&listing);
+    assert!(listing.status.success());
+    for file in ["app.log ", "app.log.1 ", "app.log.2 "] {
+        assert!(text.contains(file), "{file} missing from:\n{text}");
+    }
+}
