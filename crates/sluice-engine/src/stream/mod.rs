@@ -145,12 +145,25 @@ pub async fn run(
     job: &Job,
     checkpoints: Arc<dyn Checkpoints>,
     stats: Arc<StreamStats>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let plan = Plan::of(job)?;
     let dest = engine
         .stores
         .resolve(&plan.load.url, plan.load.connection.as_deref())?;
+    run_at(engine, job, dest, checkpoints, stats, stop).await
+}
+
+/// [`run`], writing to `dest` (tests give it a store that fails).
+pub(crate) async fn run_at(
+    engine: &Engine,
+    job: &Job,
+    dest: Location,
+    checkpoints: Arc<dyn Checkpoints>,
+    stats: Arc<StreamStats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let plan = Plan::of(job)?;
     let parser = crate::logs::stream_parser(plan.logs)?;
     let session = crate::sql::session(&engine.runtime())?;
     let out_schema = output_schema(&session, &plan, parser.schema()).await?;
