@@ -43,10 +43,16 @@ max_file_age = "1s"
 
 /// `sluice serve` on the stream job, its log going to `log`.
 fn serve(dir: &Path, log: &Path) -> Child {
+    serve_as(dir, log, "replica")
+}
+
+/// `sluice serve` with `host` for its replica id (which adds its pid).
+fn serve_as(dir: &Path, log: &Path, host: &str) -> Child {
     common::sluice(dir)
         .arg("--config")
         .arg(dir.join("sluice.toml"))
         .arg("serve")
+        .env("HOSTNAME", host)
         .env("SLUICE_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -238,4 +244,138 @@ fn every_line_once_across_rotations_and_kills() {
     for file in ["app.log ", "app.log.1 ", "app.log.2 "] {
         assert!(text.contains(file), "{file} missing from:\n{text}");
     }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// The replica that holds the stream's lease, by the state store.
+fn owner(db: &str) -> String {
+    // Until the first replica has made its schema (committed, not just
+    // begun), the query fails: nobody owns the stream yet.
+    let out = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-Atq", "-c"])
+        .arg("SELECT coalesce(owner, '') FROM streams WHERE job = 'tail'")
+        .output()
+        .expect("psql");
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("does not exist"), "{err}");
+        return String::new();
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until `pred` holds of the stream's owner; how long it took.
+fn wait_owner(db: &str, pred: impl Fn(&str) -> bool, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let o = owner(db);
+        if pred(&o) {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "owner is still {o:?} after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Two replicas on PostgreSQL: the stream runs on one. Frozen (SIGSTOP)
+/// past its lease, it loses the stream to the other, which goes on from
+/// the last checkpoint; resumed, it commits nothing. Then the new owner is
+/// killed, and the first takes the stream back. Every line once.
+#[test]
+fn a_stream_moves_to_another_replica_when_its_owner_freezes_or_dies() {
+    const TOTAL: u64 = 300_000;
+    /// Five heartbeats of the default 2 s.
+    const LEASE: Duration = Duration::from_secs(10);
+    let state = common::fresh_postgres_database();
+    let db = common::database_of(&state).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("jobs")).unwrap();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    std::fs::write(d.join("jobs/tail.toml"), job(d)).unwrap();
+    std::fs::write(
+        d.join("sluice.toml"),
+        format!(
+            "jobs = \"{0}/jobs\"\nstate = \"{state}\"\nstaging = \"file://{0}/staging\"\n\
+             dead_letter = \"file://{0}/dead\"\nlisten = \"127.0.0.1:0\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let log = d.join("logs/app.log");
+    let written = Arc::new(AtomicU64::new(0));
+    let mut a = serve_as(d, &d.join("a.log"), "replica-a");
+    wait_owner(
+        &db,
+        |o| o.starts_with("replica-a-"),
+        Duration::from_secs(30),
+    );
+    let mut b = serve_as(d, &d.join("b.log"), "replica-b");
+    let (frozen_for, takeback) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut n = 0;
+            while n < TOTAL {
+                append(&log, n, n + BATCH);
+                n += BATCH;
+                written.store(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        while written.load(Ordering::SeqCst) < TOTAL / 6 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        signal(&a, "STOP");
+        let frozen_for = wait_owner(&db, |o| o.starts_with("replica-b-"), LEASE * 3);
+        std::thread::sleep(Duration::from_secs(2));
+        signal(&a, "CONT");
+        while written.load(Ordering::SeqCst) < TOTAL * 2 / 3 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b.kill().unwrap(); // SIGKILL
+        b.wait().unwrap();
+        let takeback = wait_owner(&db, |o| o.starts_with("replica-a-"), LEASE * 3);
+        writer.join().unwrap();
+        (frozen_for, takeback)
+    });
+    let out = d.join("out");
+    let t0 = Instant::now();
+    let counts = loop {
+        let c = published(&out);
+        if c.0 >= TOTAL || t0.elapsed() > Duration::from_secs(60) {
+            break c;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    signal(&a, "TERM");
+    let status = a.wait().unwrap();
+    let logs = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+    assert!(status.success(), "replica a failed: {}", logs("a.log"));
+    assert_eq!(
+        counts,
+        (TOTAL, TOTAL, 0, TOTAL as i64 - 1),
+        "rows, distinct, min, max; a:\n{}\nb:\n{}",
+        logs("a.log"),
+        logs("b.log")
+    );
+    assert_eq!(hidden_files(&out), Vec::<PathBuf>::new());
+    // Each takeover within the lease and a few scans (a second each).
+    for took in [frozen_for, takeback] {
+        assert!(took <= LEASE + Duration::from_secs(4), "took {took:?}");
+    }
+    // The frozen replica woke up to a stream that was no longer its own.
+    let a_log = logs("a.log");
+    assert!(
+        a_log.contains("stream lease lost to another replica")
+            || a_log.contains("no longer holds its lease"),
+        "{a_log}"
+    );
 }

@@ -163,9 +163,16 @@ impl Daemon {
             .collect();
         for job in jobs {
             let running = self.streams.running.contains_key(&job.name);
+            // On SQLite this is the only replica: a lease still held is
+            // a dead process's (killed before it let go), so it is taken.
+            let lapsed_before = if self.store.is_postgres() {
+                micros(now)
+            } else {
+                i64::MAX
+            };
             let held = self
                 .store
-                .lease_stream(&job.name, &me, micros(now), until)
+                .lease_stream(&job.name, &me, lapsed_before, until)
                 .await?;
             if running && !held {
                 tracing::warn!(dag = %job.name, "stream lease lost to another replica; stopping it here");

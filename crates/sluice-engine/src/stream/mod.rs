@@ -29,6 +29,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
+use object_store::ObjectStoreExt;
 use segment::{Pending, Segment};
 use serde::{Deserialize, Serialize};
 use sluice_core::config::{Extract, Job, Load, LogsExtract, OnError, ParquetLoad, TaskKind};
@@ -449,7 +450,18 @@ impl Ctx<'_> {
     async fn commit(&self, checkpoints: &dyn Checkpoints, cp: &Checkpoint) -> Result<()> {
         match checkpoints.commit(cp).await {
             Ok(()) => Ok(()),
-            Err(e) if e.is_fenced() => Err(e),
+            Err(e) if e.is_fenced() => {
+                // The stream is another replica's now: this segment's
+                // files go (its lines are the new owner's to read).
+                for p in &cp.pending {
+                    let _ = self
+                        .dest
+                        .store
+                        .delete(&object_store::path::Path::from(p.tmp.as_str()))
+                        .await;
+                }
+                Err(e)
+            }
             Err(e) => match checkpoints.load().await {
                 Ok(Some(stored)) if stored == *cp => Ok(()),
                 _ => {
