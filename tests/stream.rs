@@ -202,6 +202,24 @@ fn every_line_once_across_rotations_and_kills() {
         }
         std::thread::sleep(Duration::from_secs(1));
     };
+    // The API shows the stream, its owner and its three files.
+    let log3 = std::fs::read_to_string(d.join("serve-3.log")).unwrap();
+    let addr = common::listen_address(&log3).expect("start line");
+    let (status, body) = common::http_get(&addr, "/api/v1/streams");
+    assert_eq!(status, 200, "{body}");
+    let streams: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(streams[0]["dag"], "tail", "{body}");
+    assert!(
+        streams[0]["owner"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("replica-")),
+        "{body}"
+    );
+    assert_eq!(
+        streams[0]["files"].as_array().map(Vec::len),
+        Some(3),
+        "{body}"
+    );
     // A clean stop (SIGTERM) commits what is left and leaves no hidden file.
     let _ = std::process::Command::new("kill")
         .arg("-TERM")

@@ -405,6 +405,7 @@ fn every_route_answers_as_documented() {
             "GET /dags/{dag}/runs/{run_id}",
             "GET /dags/{dag}/runs/{run_id}/tasks/{task}/logs",
             "GET /replica",
+            "GET /streams",
             "POST /dags/{dag}/pause",
             "POST /dags/{dag}/runs",
             "POST /dags/{dag}/runs/{run_id}/fail",

@@ -619,6 +619,69 @@ async fn replica(_: Bearer, State(state): State<AppState>) -> Json<Replica> {
     })
 }
 
+/// A stream job as the state store knows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stream {
+    /// The job's name.
+    pub dag: String,
+    /// The replica holding its lease; null when none does (its lease
+    /// lapsed or was given up).
+    pub owner: Option<String>,
+    /// When it last committed, RFC 3339; null before its first commit.
+    pub committed_at: Option<String>,
+    /// The files it follows, as of its last commit.
+    pub files: Vec<StreamFile>,
+}
+
+/// Where reading one file stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamFile {
+    /// Where the file was last seen.
+    pub path: String,
+    /// Its identity: a hash of its first line, the same across renames.
+    pub fingerprint: String,
+    /// Bytes read and committed.
+    pub offset: u64,
+    /// Bytes not yet read when last looked at.
+    pub lag_bytes: u64,
+}
+
+/// Stream jobs: their owners, files, offsets and lag.
+#[utoipa::path(get, path = "/streams", tag = "dags",
+    responses((status = 200, body = [Stream]), (status = 401, body = ApiError)),
+    security(("bearer" = [])))]
+async fn list_streams(_: Bearer, State(state): State<AppState>) -> ApiResult<Json<Vec<Stream>>> {
+    let now = crate::clock::micros(Utc::now());
+    let mut out = Vec::new();
+    for row in state.store.streams().await? {
+        let cp: sluice_engine::stream::Checkpoint = match &row.checkpoint {
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the checkpoint of stream {} does not read: {e}", row.job),
+                )
+            })?,
+            None => Default::default(),
+        };
+        out.push(Stream {
+            owner: row.owner.filter(|_| row.lease_until >= now),
+            committed_at: row.committed_at.map(rfc3339),
+            files: cp
+                .cursors
+                .iter()
+                .map(|(fp, c)| StreamFile {
+                    path: c.path.display().to_string(),
+                    fingerprint: fp.to_string(),
+                    offset: c.offset,
+                    lag_bytes: c.size.saturating_sub(c.offset),
+                })
+                .collect(),
+            dag: row.job,
+        });
+    }
+    Ok(Json(out))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice API", description = "Jobs (DAGs), their runs, task instances and logs."),
@@ -652,6 +715,7 @@ pub fn router() -> axum::Router<AppState> {
         .routes(routes!(pause))
         .routes(routes!(unpause))
         .routes(routes!(replica))
+        .routes(routes!(list_streams))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     let doc = std::sync::Arc::new(doc);

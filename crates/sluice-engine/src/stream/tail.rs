@@ -29,6 +29,10 @@ use std::time::SystemTime;
 /// line is shorter than this is known once that line has its newline.
 pub const FINGERPRINT_BYTES: usize = 256;
 
+/// How long a file read to its end stays in the checkpoint after the
+/// glob last matched it.
+pub const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// A file's identity: a hash of its first line (at most
 /// [`FINGERPRINT_BYTES`] of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,6 +137,9 @@ pub struct Tailer {
     compressed: HashMap<Seen, (Fingerprint, u64)>,
     /// Files reported as vanished, so they are reported once.
     reported: std::collections::HashSet<Fingerprint>,
+    /// When each file was last matched by the glob (this process's
+    /// view), so that files gone long ago are forgotten.
+    last_seen: HashMap<Fingerprint, std::time::Instant>,
     max_line_bytes: usize,
 }
 
@@ -151,6 +158,7 @@ impl Tailer {
             cursors,
             compressed: HashMap::new(),
             reported: Default::default(),
+            last_seen: HashMap::new(),
             max_line_bytes,
         })
     }
@@ -199,11 +207,22 @@ impl Tailer {
                 Err(source) => return Err(Error::Io { path, source }),
             }
         }
+        let now = std::time::Instant::now();
         for (fp, cursor) in &self.cursors {
-            if !seen.contains(fp) && cursor.offset < cursor.size && self.reported.insert(*fp) {
+            if seen.contains(fp) {
+                self.last_seen.insert(*fp, now);
+            } else if cursor.offset < cursor.size && self.reported.insert(*fp) {
                 poll.vanished.push((*fp, cursor.clone()));
             }
         }
+        // A file read to its end and not matched for a day is forgotten,
+        // so the checkpoint does not grow with every rotation. (Should it
+        // come back, it would be read again.)
+        let last_seen = &mut self.last_seen;
+        self.cursors.retain(|fp, c| {
+            let seen = *last_seen.entry(*fp).or_insert(now);
+            c.offset < c.size || now.duration_since(seen) < FORGET_AFTER
+        });
         Ok(poll)
     }
 
