@@ -140,6 +140,7 @@ pub struct Tailer {
     /// When each file was last matched by the glob (this process's
     /// view), so that files gone long ago are forgotten.
     last_seen: HashMap<Fingerprint, std::time::Instant>,
+    forget_after: std::time::Duration,
     max_line_bytes: usize,
 }
 
@@ -159,8 +160,17 @@ impl Tailer {
             compressed: HashMap::new(),
             reported: Default::default(),
             last_seen: HashMap::new(),
+            forget_after: FORGET_AFTER,
             max_line_bytes,
         })
+    }
+
+    /// Forgets files read to their end after `d` unmatched instead of a
+    /// day (tests).
+    #[cfg(test)]
+    pub fn forget_after(mut self, d: std::time::Duration) -> Self {
+        self.forget_after = d;
+        self
     }
 
     /// Where each file stands, as read so far.
@@ -218,11 +228,12 @@ impl Tailer {
         // A file read to its end and not matched for a day is forgotten,
         // so the checkpoint does not grow with every rotation. (Should it
         // come back, it would be read again.)
-        let last_seen = &mut self.last_seen;
+        let (last_seen, forget_after) = (&mut self.last_seen, self.forget_after);
         self.cursors.retain(|fp, c| {
-            let seen = *last_seen.entry(*fp).or_insert(now);
-            c.offset < c.size || now.duration_since(seen) < FORGET_AFTER
+            let at = *last_seen.entry(*fp).or_insert(now);
+            seen.contains(fp) || c.offset < c.size || now.duration_since(at) < forget_after
         });
+        self.last_seen.retain(|fp, _| self.cursors.contains_key(fp));
         Ok(poll)
     }
 

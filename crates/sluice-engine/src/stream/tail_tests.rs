@@ -198,3 +198,29 @@ fn a_file_is_known_once_its_first_line_is_whole() {
     assert!(Fingerprint::of(&long).is_some());
     assert_eq!(a.to_string().parse::<Fingerprint>().unwrap(), a);
 }
+
+#[test]
+fn files_gone_long_ago_are_forgotten_once_read_to_their_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let old = dir.path().join("app.log.1");
+    append(&old, 0..10);
+    append(&log, 10..100);
+    let mut t = tailer(dir.path(), BTreeMap::new()).forget_after(std::time::Duration::ZERO);
+    // app.log.1 read whole, app.log in part.
+    assert_eq!(drain(&mut t, 1 << 20).len(), 100);
+    assert_eq!(t.cursors().len(), 2);
+    std::fs::remove_file(&old).unwrap();
+    t.poll(1 << 20).unwrap();
+    assert_eq!(
+        t.cursors().len(),
+        1,
+        "the deleted file read to its end goes"
+    );
+    // A file deleted before its end is kept (its loss is reported).
+    let mut t = tailer(dir.path(), BTreeMap::new()).forget_after(std::time::Duration::ZERO);
+    t.poll(100).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    assert_eq!(t.poll(100).unwrap().vanished.len(), 1);
+    assert_eq!(t.cursors().len(), 1);
+}
