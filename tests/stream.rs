@@ -250,6 +250,39 @@ fn every_line_once_across_rotations_and_kills() {
             .join("\n")
     );
 
+    // `sluice validate` checks the stream job; a stream has no runs to
+    // run, backfill or trigger.
+    let cli = |args: &[&str]| {
+        common::run(
+            common::sluice(d)
+                .arg("--config")
+                .arg(d.join("sluice.toml"))
+                .args(args),
+        )
+    };
+    let valid = cli(&["validate", &d.join("jobs/tail.toml").display().to_string()]);
+    assert!(valid.status.success(), "{}", common::stderr(&valid));
+    for args in [
+        &["run", "tail"][..],
+        &[
+            "backfill",
+            "tail",
+            "--from",
+            "2026-12-01",
+            "--to",
+            "2026-12-02",
+        ],
+        &["trigger", "tail", "--local"],
+    ] {
+        let out = cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            common::stderr(&out).contains("tail is a stream job"),
+            "{args:?}: {}",
+            common::stderr(&out)
+        );
+    }
+
     // `sluice streams` shows the three files and where each stands.
     let listing = common::run(
         common::sluice(d)

@@ -246,7 +246,7 @@ async fn run_job(
     date: Option<NaiveDate>,
     task: Option<&str>,
 ) -> Result<ExitCode> {
-    let job = match crate::job_lookup::find_job(&config, name) {
+    let job = match crate::job_lookup::find_batch_job(&config, name) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("{e:#}");

@@ -95,8 +95,9 @@ pub async fn backfill(
     to: NaiveDate,
     reset: bool,
 ) -> Result<ExitCode> {
-    // A job that is missing or does not load: exit 1 with its error.
-    let job = crate::job_lookup::find_job(&config, name)?;
+    // A job that is missing, does not load or is a stream: exit 1 with
+    // its error.
+    let job = crate::job_lookup::find_batch_job(&config, name)?;
     let store = StateStore::connect(&config.state).await?;
     let _sole = store.sole_replica()?;
     let keys = service::create_backfill(&store, &job, from, to, reset).await?;

@@ -25,3 +25,16 @@ pub fn find_job(config: &DaemonConfig, job: &str) -> Result<Job> {
     }
     bail!("no job named \"{job}\" in {}", config.jobs.display())
 }
+
+/// Finds a job that has runs (`sluice run`, `backfill`): a stream job has
+/// none, and is refused with a word on what runs it.
+pub fn find_batch_job(config: &DaemonConfig, job: &str) -> Result<Job> {
+    let found = find_job(config, job)?;
+    if found.is_stream() {
+        bail!(
+            "{} is a stream job (mode = \"stream\"): it has no runs; `sluice serve` follows it, and `sluice streams` shows where it stands",
+            found.name
+        );
+    }
+    Ok(found)
+}
