@@ -220,6 +220,32 @@ fn every_line_once_across_rotations_and_kills() {
         Some(3),
         "{body}"
     );
+    // The stream's metrics, in a scrape promtool accepts.
+    let (status, scrape) = common::http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    for series in [
+        "sluice_stream_lines_total{dag=\"tail\"}",
+        "sluice_stream_read_bytes_total{dag=\"tail\"}",
+        "sluice_stream_files_rolled_total{dag=\"tail\"}",
+        "sluice_stream_checkpoint_age_seconds{dag=\"tail\"}",
+        "sluice_stream_latency_seconds_count{dag=\"tail\"}",
+        "sluice_stream_lag_bytes{dag=\"tail\",file=",
+    ] {
+        assert!(scrape.contains(series), "{series} missing from:\n{scrape}");
+    }
+    let scrape_file = d.join("scrape.txt");
+    std::fs::write(&scrape_file, &scrape).unwrap();
+    let check = std::process::Command::new(common::promtool())
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&scrape_file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     // A clean stop (SIGTERM) commits what is left and leaves no hidden file.
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
