@@ -220,6 +220,21 @@ fn every_line_once_across_rotations_and_kills() {
         Some(3),
         "{body}"
     );
+    // So does the UI's job list: the job marked as a stream (no trigger
+    // button), and a row per file with its offset and lag.
+    let (status, page) = common::http_get(&addr, "/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"<span class="badge">stream</span>"#),
+        "{page}"
+    );
+    assert!(!page.contains("/ui/dags/tail/trigger"), "{page}");
+    assert_eq!(
+        page.matches(r#"<tr data-stream="tail">"#).count(),
+        3,
+        "{page}"
+    );
+    assert!(page.contains("app.log.2</code>"), "{page}");
     // The stream's metrics, in a scrape promtool accepts.
     let (status, scrape) = common::http_get(&addr, "/metrics");
     assert_eq!(status, 200);

@@ -651,6 +651,11 @@ pub struct StreamFile {
     responses((status = 200, body = [Stream]), (status = 401, body = ApiError)),
     security(("bearer" = [])))]
 async fn list_streams(_: Bearer, State(state): State<AppState>) -> ApiResult<Json<Vec<Stream>>> {
+    Ok(Json(streams(&state).await?))
+}
+
+/// The stream jobs the state store knows, for the API and the UI.
+pub(super) async fn streams(state: &AppState) -> ApiResult<Vec<Stream>> {
     let now = crate::clock::micros(Utc::now());
     let mut out = Vec::new();
     for row in state.store.streams().await? {
@@ -679,7 +684,7 @@ async fn list_streams(_: Bearer, State(state): State<AppState>) -> ApiResult<Jso
             dag: row.job,
         });
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 #[derive(OpenApi)]

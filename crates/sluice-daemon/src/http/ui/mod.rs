@@ -226,13 +226,23 @@ async fn jobs_page(headers: HeaderMap, State(state): State<AppState>) -> UiResul
     let access = readable(&headers, &state)?;
     let rows = state.store.jobs().await?;
     let mut jobs = Vec::new();
+    let mut stream_jobs = Vec::new();
     for job in state.jobs.all() {
+        if job.is_stream() {
+            stream_jobs.push(job.name.clone());
+        }
         jobs.push(api::summary(&state, &job, &rows).await?);
     }
+    // Streams whose job is still loaded, with where each file stands.
+    let streams: Vec<api::Stream> = api::streams(&state)
+        .await?
+        .into_iter()
+        .filter(|s| stream_jobs.contains(&s.dag))
+        .collect();
     Ok(page(
         &state,
         "jobs.html",
-        context! { access, jobs, path => "/", today => today() },
+        context! { access, jobs, stream_jobs, streams, path => "/", today => today() },
     ))
 }
 
