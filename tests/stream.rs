@@ -236,18 +236,34 @@ fn every_line_once_across_rotations_and_kills() {
     );
     assert!(page.contains("app.log.2</code>"), "{page}");
     // The stream's metrics, in a scrape promtool accepts.
-    let (status, scrape) = common::http_get(&addr, "/metrics");
-    assert_eq!(status, 200);
-    for series in [
+    // (The daemon exports them at each scan, a second apart: the last
+    // restart may be younger than that.)
+    let series = [
         "sluice_stream_lines_total{dag=\"tail\"}",
         "sluice_stream_read_bytes_total{dag=\"tail\"}",
         "sluice_stream_files_rolled_total{dag=\"tail\"}",
         "sluice_stream_checkpoint_age_seconds{dag=\"tail\"}",
         "sluice_stream_latency_seconds_count{dag=\"tail\"}",
         "sluice_stream_lag_bytes{dag=\"tail\",file=",
-    ] {
-        assert!(scrape.contains(series), "{series} missing from:\n{scrape}");
-    }
+    ];
+    let t0 = Instant::now();
+    let scrape = loop {
+        let (status, scrape) = common::http_get(&addr, "/metrics");
+        assert_eq!(status, 200);
+        let missing: Vec<&str> = series
+            .iter()
+            .copied()
+            .filter(|s| !scrape.contains(s))
+            .collect();
+        if missing.is_empty() {
+            break scrape;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{missing:?} missing from:\n{scrape}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let scrape_file = d.join("scrape.txt");
     std::fs::write(&scrape_file, &scrape).unwrap();
     let check = std::process::Command::new(common::promtool())

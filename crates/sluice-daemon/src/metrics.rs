@@ -401,8 +401,11 @@ impl Metrics {
                 .with_label_values(&[dag])
                 .inc_by(value.swap(0, Relaxed));
         }
+        // Every series of a stream exists from its start (at 0), so that
+        // increase() and rate() see its first commit.
+        let latency = m.latency.with_label_values(&[dag]);
         for seconds in std::mem::take(&mut *stats.latencies.lock().expect("not poisoned")) {
-            m.latency.with_label_values(&[dag]).observe(seconds);
+            latency.observe(seconds);
         }
         let committed = stats.committed_at_ms.load(Relaxed);
         if committed > 0 {

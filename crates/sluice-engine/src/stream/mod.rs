@@ -45,6 +45,10 @@ use tail::{Cursor, Fingerprint, Tailer};
 pub struct Checkpoint {
     pub cursors: BTreeMap<Fingerprint, Cursor>,
     pub pending: Vec<Pending>,
+    /// When it was committed, Unix milliseconds (0 in a checkpoint
+    /// written before this was kept).
+    #[serde(default)]
+    pub committed_at_ms: u64,
 }
 
 /// Where a stream keeps its checkpoint: the daemon's state store.
@@ -200,7 +204,14 @@ pub(crate) async fn run_at(
     // Finish the last commit's renames, then drop what no commit names.
     let mut committed = loop {
         match recover(&*checkpoints, &dest).await {
-            Ok(c) => break c,
+            Ok(cp) => {
+                // The checkpoint's age is the stream's, whichever process
+                // committed it.
+                stats
+                    .committed_at_ms
+                    .store(cp.committed_at_ms, Ordering::Relaxed);
+                break cp.cursors;
+            }
             Err(e) if e.kind().is_retryable() && !e.is_fenced() => {
                 tracing::warn!(job = %job.name, error = %e, "stream recovery failed; retrying");
                 if sleep_or_stop(&mut stop, Duration::from_secs(1)).await {
@@ -268,18 +279,15 @@ pub(crate) async fn run_at(
 }
 
 /// Publishes what the last checkpoint names and removes hidden files no
-/// checkpoint names; the committed cursors.
-async fn recover(
-    checkpoints: &dyn Checkpoints,
-    dest: &Location,
-) -> Result<BTreeMap<Fingerprint, Cursor>> {
+/// checkpoint names; the last checkpoint.
+async fn recover(checkpoints: &dyn Checkpoints, dest: &Location) -> Result<Checkpoint> {
     let cp = checkpoints.load().await?.unwrap_or_default();
     segment::publish(dest, &cp.pending).await?;
     let removed = segment::remove_orphans(dest, &[]).await?;
     if removed > 0 {
         tracing::info!(dest = %dest.url(), removed, "removed files of uncommitted segments");
     }
-    Ok(cp.cursors)
+    Ok(cp)
 }
 
 /// Sleeps `d`, or less if `stop` turns true; whether it did.
@@ -412,6 +420,7 @@ impl Ctx<'_> {
         let cp = Checkpoint {
             cursors: tailer.as_ref().expect("put back").cursors().clone(),
             pending,
+            committed_at_ms: chrono::Utc::now().timestamp_millis().max(0) as u64,
         };
         self.commit(checkpoints, &cp).await?;
         *committed = cp.cursors.clone();
@@ -430,10 +439,8 @@ impl Ctx<'_> {
         s.add(&s.commits, 1);
         s.add(&s.files_rolled, cp.pending.len() as u64);
         s.add(&s.bytes_rolled, cp.pending.iter().map(|p| p.bytes).sum());
-        s.committed_at_ms.store(
-            chrono::Utc::now().timestamp_millis().max(0) as u64,
-            Ordering::Relaxed,
-        );
+        s.committed_at_ms
+            .store(cp.committed_at_ms, Ordering::Relaxed);
         if let Some(t) = first_read {
             s.latencies
                 .lock()
