@@ -396,17 +396,25 @@ impl WriteState<'_> {
 }
 
 async fn upload(file: &mut OpenFile, bytes: Vec<u8>) -> Result<()> {
+    upload_to(&mut file.upload, &file.tmp, &mut file.uploaded, bytes).await
+}
+
+/// Sends encoded bytes of the file at `tmp` to its upload, counting them
+/// into `uploaded`.
+pub(crate) async fn upload_to(
+    upload: &mut BufWriter,
+    tmp: &Path,
+    uploaded: &mut u64,
+    bytes: Vec<u8>,
+) -> Result<()> {
     if bytes.is_empty() {
         return Ok(());
     }
-    file.uploaded += bytes.len() as u64;
-    file.upload
-        .write_all(&bytes)
-        .await
-        .map_err(|source| Error::Io {
-            path: file.tmp.to_string().into(),
-            source,
-        })
+    *uploaded += bytes.len() as u64;
+    upload.write_all(&bytes).await.map_err(|source| Error::Io {
+        path: tmp.to_string().into(),
+        source,
+    })
 }
 
 /// Deletes files under `dir` (not below) whose name starts with `prefix`

@@ -17,7 +17,7 @@
 use super::tail::Fingerprint;
 use crate::error::{Error, Result};
 use crate::sink::encoder::FileEncoder;
-use crate::sink::parquet::{ParquetOptions, plain_types, to_schema, writer_properties};
+use crate::sink::parquet::{ParquetOptions, plain_types, to_schema, upload_to, writer_properties};
 use crate::sink::partition;
 use crate::store::Location;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -247,17 +247,7 @@ impl Segment {
 }
 
 async fn upload(file: &mut OpenFile, bytes: Vec<u8>) -> Result<()> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    file.uploaded += bytes.len() as u64;
-    file.upload
-        .write_all(&bytes)
-        .await
-        .map_err(|source| Error::Io {
-            path: file.tmp.to_string().into(),
-            source,
-        })
+    upload_to(&mut file.upload, &file.tmp, &mut file.uploaded, bytes).await
 }
 
 /// Renames finished files into place. A file whose hidden copy is gone
