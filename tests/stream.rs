@@ -264,19 +264,7 @@ fn every_line_once_across_rotations_and_kills() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let scrape_file = d.join("scrape.txt");
-    std::fs::write(&scrape_file, &scrape).unwrap();
-    let check = std::process::Command::new(common::promtool())
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&scrape_file).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    common::assert_promtool_accepts(&scrape, &d.join("scrape.txt"));
     // A clean stop (SIGTERM) commits what is left and leaves no hidden file.
     let _ = std::process::Command::new("kill")
         .arg("-TERM")

@@ -177,19 +177,7 @@ fn health_readiness_and_metrics() {
     );
     dashboard_metrics_are_exported(&scrape);
     // The text format as Prometheus's own linter reads it.
-    let scrape_file = dir.path().join("scrape.txt");
-    std::fs::write(&scrape_file, &scrape).unwrap();
-    let check = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&scrape_file).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    common::assert_promtool_accepts(&scrape, &dir.path().join("scrape.txt"));
 
     // A task that runs for a few seconds; SIGTERM while it runs: not
     // ready at once, alive until it has finished, then gone.

@@ -331,6 +331,23 @@ pub fn serve_ready(cmd: &mut Command, log: &Path) -> (std::process::Child, Strin
     (child, addr)
 }
 
+/// Asserts that promtool's linter accepts `scrape` (Prometheus's text
+/// format), writing it to `file` on the way.
+pub fn assert_promtool_accepts(scrape: &str, file: &Path) {
+    std::fs::write(file, scrape).unwrap();
+    let check = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// Debian's promtool, which the test setup installs.
 pub fn promtool() -> PathBuf {
     let path = PathBuf::from("/usr/bin/promtool");
